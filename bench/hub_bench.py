@@ -1,6 +1,6 @@
 """score_hub vs a Python loop over the jitted single-model metric (issue: many models at once).
 
-    python bench/hub_bench.py [--metric logme] [--repeats 5] [--no-write]
+    python bench/hub_bench.py [--metric logme] [--repeats 15] [--no-write]
 
 Hubs: 20 models N=1000 widths 32..256; 50 models N=1000 widths 8..32; 10 models p1-sized
 (N=5000, widths 512..1024). Cold = the first call in a fresh compilation cache (what a user running
@@ -69,7 +69,7 @@ HUBS = {
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--metric", default="logme")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--only", type=int, nargs="*", help="hub indices to run")
     args = ap.parse_args(argv)

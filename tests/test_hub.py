@@ -65,6 +65,25 @@ def test_plan_buckets():
     assert len(tj.plan_buckets(list(range(8, 40)), n=100, max_buckets=3)) <= 3
 
 
+def test_plan_buckets_auto_bounds_padding_waste():
+    """Default bucket count: the fewest buckets whose padded cost is within 10% (+ slack)."""
+    from transferjax.hub import _cost
+
+    widths, n = [34, 50, 52, 72, 79, 90, 118, 127, 131, 155, 159, 221, 230, 253], 1000
+    groups = tj.plan_buckets(widths, n)
+    ideal = sum(_cost(n, d) for d in widths)
+
+    def padded(gs):
+        return sum(len(g) * _cost(n, max(widths[i] for i in g)) for g in gs)
+
+    assert sorted(i for g in groups for i in g) == list(range(len(widths)))
+    assert padded(groups) <= 1.1 * ideal + 1e7
+    fewer = tj.plan_buckets(widths, n, max_buckets=len(groups) - 1)
+    assert padded(fewer) > 1.1 * ideal + 1e7
+    # tiny models: waste is negligible in absolute terms, so one compile
+    assert len(tj.plan_buckets([8, 9, 10, 12], n=100)) == 1
+
+
 def test_pad_features():
     padded, widths = tj.pad_features([np.ones((4, 2)), np.ones((4, 3))])
     assert padded.shape == (2, 4, 3) and list(widths) == [2, 3]

@@ -9,7 +9,6 @@ compile each) chosen to bound the padding waste (STYLE.md 4.8).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -46,20 +45,28 @@ def _cost(n: int, d: int) -> float:
     return n * d * k + 10.0 * k**3
 
 
+# Automatic bucket count: padded cost may exceed the unpadded one by this fraction plus this
+# absolute amount (cost-model units ≈ flops; 1e7 is about a millisecond of CPU work).
+_AUTO_RELATIVE_WASTE = 0.10
+_AUTO_ABSOLUTE_WASTE = 1e7
+
+
 def plan_buckets(widths: Sequence[int], n: int, max_buckets: int | None = None) -> list[list[int]]:
     """Partition models (by index) into width buckets minimising the padded cost.
 
     Sorted widths are split into at most ``max_buckets`` contiguous groups, each padded to its
-    widest member, by dynamic programming on the cost model ``n·d² + 10·d³`` per model. Default
-    ``max_buckets``: ``ceil(log2(max/min width)) + 1`` capped at the number of distinct widths,
-    i.e. about one compile per octave of widths (a Python loop compiles once per distinct width).
+    widest member, by dynamic programming on the cost model ``n·d² + 10·d³`` per model (a Gram
+    and an eigh). Default (``max_buckets=None``): the fewest buckets whose padded cost is within
+    10% of the unpadded cost plus a small absolute slack (``1e7``, a millisecond or so of CPU
+    work, so hubs of tiny models are not split for nothing), i.e. warm calls cost about what a
+    loop over the models costs while compiling far fewer kernels than the loop's one per distinct
+    width. Measured choices are in ``bench/RESULTS.md`` (``bench/hub_bench.py``).
     """
     order = np.argsort(np.asarray(widths), kind="stable")
     w = [int(widths[i]) for i in order]
     distinct = len(set(w))
-    if max_buckets is None:
-        max_buckets = int(math.ceil(math.log2(w[-1] / w[0]))) + 1 if w[0] > 0 else 1
-    k_max = max(1, min(max_buckets, distinct))
+    auto = max_buckets is None
+    k_max = distinct if auto else max(1, min(int(max_buckets), distinct))
     m = len(w)
     inf = float("inf")
     # best[k][j]: minimal cost of the first j models in k buckets
@@ -74,7 +81,12 @@ def plan_buckets(widths: Sequence[int], n: int, max_buckets: int | None = None) 
                 c = best[k - 1][i] + (j - i) * _cost(n, w[j - 1])
                 if c < best[k][j]:
                     best[k][j], cut[k][j] = c, i
-    k = min(range(1, k_max + 1), key=lambda kk: best[kk][m])
+    if auto:
+        ideal = sum(_cost(n, d) for d in w)
+        slack = _AUTO_RELATIVE_WASTE * ideal + _AUTO_ABSOLUTE_WASTE
+        k = next(kk for kk in range(1, k_max + 1) if best[kk][m] <= ideal + slack)
+    else:
+        k = min(range(1, k_max + 1), key=lambda kk: best[kk][m])
     groups, j = [], m
     while k > 0:
         i = cut[k][j]
@@ -211,7 +223,7 @@ def score_hub(
             fj, wj = jax.device_put(fj, spec), jax.device_put(wj, spec)
         fn = _compiled(info.name, targets.num_classes, opts, chunk)
         vals = fn(fj, wj, labels_j, key)
-        for i, v in zip(group, vals[:m]):
+        for i, v in zip(group, list(vals)[:m]):
             scores[names[i]] = v
         done += m
         if progress is not None:
