@@ -313,3 +313,65 @@ def test_ensemble_bad_input(hub, k, err, match):
 def test_ensemble_rejects_regression():
     with pytest.raises(TypeError, match="no regression"):
         tj.sfda_ensemble({"a": np.random.rand(20, 2)}, np.random.rand(20), 1)
+
+
+def _stage_inputs(x, y):
+    from transferjax.linalg import gram
+    from transferjax.stats import class_residuals
+
+    x = jnp.asarray(x)
+    x = x - x[:1]
+    x = x - jnp.mean(x, axis=0, keepdims=True)
+    c = int(np.max(y)) + 1
+    counts, means, z = class_residuals(x, jnp.asarray(y), c)
+    sw = gram(z) / x.shape[0]
+    return x, counts, means, sw
+
+
+def _cholesky_ok(x, y, s=1e-10):
+    from transferjax.metrics import sfda as impl
+
+    x, counts, means, sw = _stage_inputs(x, y)
+    s = jnp.asarray(s, x.dtype)
+    _, ok = impl._fit_cholesky(counts, means, x.shape[0], jnp.trace(sw), sw, x.shape[1], s)
+    return bool(ok)
+
+
+def test_cholesky_path_equals_eigen_path(precision):
+    """The fast Cholesky classifier and the eigen-decomposition classifier give the same logits."""
+    from transferjax.linalg import eigh_psd
+    from transferjax.metrics import sfda as impl
+
+    x, y = _data(n=300, d=12, c=4, seed=3)
+    dt = jnp.float64 if precision == "float64" else jnp.float32
+    x, counts, means, sw = _stage_inputs(np.asarray(x, dt), y)
+    n, d = x.shape
+    s, yj = jnp.asarray(1e-10, x.dtype), jnp.asarray(y)
+    fast, ok = impl._fit_cholesky(counts, means, n, jnp.trace(sw), sw, d, s)
+    lam, v = eigh_psd(sw)
+    slow = impl._fit(counts, means, n, jnp.trace(sw), lam, v, d, s, impl._null_tol(x))
+    assert bool(ok)
+    np.testing.assert_allclose(
+        impl._logits(fast, x, yj), impl._logits(slow, x, yj), rtol=rtol(SAME_RTOL, dt) * 10,
+        atol=1e-5
+    )
+
+
+def test_near_singular_scatter_falls_back_to_eigh():
+    """A duplicated column makes S_w singular (not decoupled): the eigen path must be taken, and
+    the score stays that of the features without the duplicate."""
+    x, y = _data(n=300, d=12, c=4, seed=4)
+    dup = np.concatenate([x, x[:, :1]], axis=1)
+    assert _cholesky_ok(x, y)
+    assert not _cholesky_ok(dup, y)
+    np.testing.assert_allclose(tj.sfda(dup, y), tj.sfda(x, y), rtol=2e-3)
+
+
+@pytest.mark.parametrize("fill", [0.0, 3.7])
+def test_constant_and_padded_columns_keep_the_fast_path(fill):
+    """Zero padding and constant columns (dead units) are inert: Cholesky still applies, and the
+    score equals that without them."""
+    x, y = _data(n=300, d=12, c=4, seed=5)
+    wide = np.concatenate([x, np.full((300, 3), fill, np.float32)], axis=1)
+    assert _cholesky_ok(wide, y)
+    np.testing.assert_allclose(tj.sfda(wide, y, width=12), tj.sfda(x, y), rtol=1e-5)

@@ -39,20 +39,78 @@ def _power_top_eigenvalue(matvec, start: Array) -> Array:
     return jnp.dot(v, matvec(u))
 
 
-def _within_basis(z: Array, num_classes: int):
-    """Eigenpairs of ``S_w = ZᵀZ/n`` as ``(λ [k], V [d, k])``, exact zeros for null directions.
+def _min_eig_estimate(chol: Array, steps: int = 8) -> Array:
+    """An estimate from above of ``λ_min(A)`` for ``A = LLᵀ``: inverse iteration, and pivots.
 
-    ``n − c >= d``: ``eigh`` of the ``d×d`` scatter, eigenvalues below ``eps·λ_max`` set to 0
-    (float32 parity on the golden cases ≤ 6e-6, at a third of the cost of an SVD here).
-    ``n − c < d``: the ``c`` structural zeros (rows of ``Z`` sum to zero in each class) of a
-    rank-deficient scatter must be told apart from small genuine directions, which a float32 Gram
-    cannot do (it squares the condition number), so the thin SVD of the class-centred ``Z`` itself
-    (``O(n² d)``, cheap when ``n`` is small); singular values below ``4·√max(n, d)·eps·σ_max`` are
-    rounding noise (measured ≤ 2·eps·σ_max) and set to 0.
+    ``steps`` rounds of inverse iteration (two triangular solves each, ``O(d²)``) from a fixed
+    spread-out start; its Rayleigh quotient and every squared Cholesky pivot are ``≥ λ_min``, so
+    the smaller of the two is returned.
+    """
+    d = chol.shape[0]
+    v = jnp.cos(jnp.arange(d, dtype=chol.dtype) * 2.399963) + 0.5  # golden-angle pattern
+    v = v / jnp.linalg.norm(v)
+
+    def solve(u):
+        return jax.scipy.linalg.cho_solve((chol, True), u)
+
+    v = jax.lax.fori_loop(0, steps, lambda _, u: _normalise(solve(u)), v)
+    rayleigh = safe_div(jnp.ones((), chol.dtype), jnp.dot(v, solve(v)))
+    return jnp.minimum(rayleigh, jnp.min(jnp.diagonal(chol)) ** 2)
+
+
+def _fit_cholesky(counts, means, n, trace, sw, width, shrinkage):
+    """The classifier by one Cholesky solve of ``A``, and whether that solve is trustworthy.
+
+    Columns that are exactly zero in ``S_w`` and in every class mean (zero padding, dead units
+    after shifted centring) are decoupled and contribute nothing to the logits, so their diagonal
+    is replaced by the scatter's scale before factorising: the rest must be well conditioned,
+    ``λ_min(A) ≥ 10³·eps·‖A‖_F`` (estimated by :func:`_min_eig_estimate`), a regime where the
+    solve is as accurate as the eigen-decomposition; otherwise (near-null within-class directions,
+    whose noise the ``1/ε`` part would amplify) the caller falls back to :func:`_fit`.
+    """
+    dtype = means.dtype
+    d = sw.shape[0]
+    present = counts > 0
+    log_prior = jnp.where(present, jnp.log(jnp.where(present, counts / n, 1.0)), -jnp.inf)
+    eps = shrinkage * trace / jnp.asarray(width, dtype)
+    inert = (jnp.diagonal(sw) == 0) & jnp.all(means == 0, axis=0)
+    scale = (1.0 - shrinkage) * jnp.linalg.norm(sw) + eps
+    a = (1.0 - shrinkage) * sw + jnp.diag(jnp.where(inert, scale, eps))
+    chol = jnp.linalg.cholesky(a)
+    tol = 1e3 * float(jnp.finfo(dtype).eps)
+    ok = jnp.all(jnp.isfinite(chol)) & (_min_eig_estimate(chol) >= tol * scale) & (scale > 0)
+    chol = jnp.where(ok, chol, jnp.eye(d, dtype=dtype))  # keep the unused branch NaN-free
+    coef = jax.scipy.linalg.cho_solve((chol, True), means.T).T  # [c, d] = M A⁻¹
+    half_sq = 0.5 * jnp.sum(means * coef, axis=1)
+    dist = jnp.zeros((means.shape[0],) * 2, dtype)
+    return _FDA(coef, half_sq, log_prior, dist, eps), ok
+
+
+def _fit_scatter(counts, means, n, trace, sw, width, shrinkage, null_tol) -> _FDA:
+    """The classifier from the ``d×d`` scatter: Cholesky when safe (see :func:`_fit_cholesky`),
+    else the eigen-decomposition with exact null-space handling (:func:`_fit`). The same math;
+    the Cholesky path costs ``d³/3`` flops instead of an ``eigh``'s ``~9d³``.
+    """
+    fast, ok = _fit_cholesky(counts, means, n, trace, sw, width, shrinkage)
+
+    def slow(_):
+        lam, v = eigh_psd(sw)
+        return _fit(counts, means, n, trace, lam, v, width, shrinkage, null_tol)
+
+    return jax.lax.cond(ok, lambda _: fast, slow, None)
+
+
+def _within_basis(z: Array, num_classes: int):
+    """Eigenpairs of ``S_w = ZᵀZ/n`` as ``(λ [k], V [d, k])`` when ``n − c < d``.
+
+    The ``c`` structural zeros (rows of ``Z`` sum to zero in each class) of this rank-deficient
+    scatter must be told apart from small genuine directions, which a float32 Gram cannot do (it
+    squares the condition number), so: the thin SVD of the class-centred ``Z`` itself
+    (``O(n² d)``, cheap when ``n`` is small); singular values below ``4·√max(n, d)·eps·σ_max``
+    are rounding noise (measured ≤ 2·eps·σ_max) and set to 0. (``n − c ≥ d``: the ``d×d``
+    scatter, see :func:`_fit_scatter`.)
     """
     n, d = z.shape
-    if n - num_classes >= d:
-        return eigh_psd(gram(z) / n)
     _, sv, vt = jnp.linalg.svd(z, full_matrices=False)
     floor = 4.0 * math.sqrt(max(n, d)) * float(jnp.finfo(z.dtype).eps)
     keep = sv > floor * sv[0]
@@ -151,14 +209,19 @@ def _posteriors(x, labels, width, shrinkage, *, num_classes, adaptive):
         start = jnp.sum(z * jnp.sum(z, axis=1)[:, None], axis=0) / n  # S_w · 1
         shrinkage = _adaptive_shrinkage(sw_matvec, start)
     shrinkage = jnp.asarray(shrinkage, dtype)
-    lam, v = _within_basis(z, num_classes)
-    fda = _fit(counts, means, n, trace, lam, v, width, shrinkage, _null_tol(x))
+    if n - num_classes >= x.shape[1]:
+        fda = _fit_scatter(counts, means, n, trace, gram(z) / n, width, shrinkage, _null_tol(x))
+    else:
+        lam, v = _within_basis(z, num_classes)
+        fda = _fit(counts, means, n, trace, lam, v, width, shrinkage, _null_tol(x))
     return jax.nn.softmax(_logits(fda, x, labels), axis=1), means, shrinkage, present
 
 
 @jax.jit(static_argnames=("num_classes", "adaptive"))
 def _sfda_kernel(features, labels, width, shrinkage, *, num_classes, adaptive):
-    x = features - jnp.mean(features, axis=0, keepdims=True)
+    # Shifted centring: constant columns (dead units) become exactly zero, hence inert.
+    x = features - features[:1]
+    x = x - jnp.mean(x, axis=0, keepdims=True)
     prob, means, s, present = _posteriors(
         x, labels, width, shrinkage, num_classes=num_classes, adaptive=adaptive
     )
@@ -188,10 +251,9 @@ def _stats_fit(stats, width, shrinkage, *, adaptive):
     if adaptive:
         shrinkage = _adaptive_shrinkage(lambda v: matmul(sw, v), jnp.sum(sw, axis=1))
     shrinkage = jnp.asarray(shrinkage, dtype)
-    lam, v = eigh_psd(sw)
     eps = float(jnp.finfo(dtype).eps)
     null_tol = (4.0 * jnp.sqrt(jnp.maximum(n, d)) * eps) ** 2
-    fda = _fit(counts, means, n, trace, lam, v, width, shrinkage, null_tol)
+    fda = _fit_scatter(counts, means, n, trace, sw, width, shrinkage, null_tol)
     return fda, shrinkage, present, means
 
 
@@ -308,8 +370,12 @@ def sfda(
         \mathrm{SFDA} = \frac1n\sum_i p_2(y_i \mid \tilde x_i) \in (0, 1].
 
     Higher is better. The Fisher eigenvectors of the reference cancel out of the classifier
-    (``V Vᵀ = A⁻¹``), so only ``S_w``'s eigen-decomposition is needed: ``d×d`` when
-    ``n − c ≥ d``, else the ``n×n`` kernel of the class-centred features.
+    (``V Vᵀ = A⁻¹``), so each stage needs only ``A⁻¹ M``: when ``n − c ≥ d``, one Cholesky
+    solve of the ``d×d`` matrix ``A`` if it is well conditioned (``λ_min(A) ≥ 10³·eps·‖A‖_F``
+    once exactly-zero columns such as padding and dead units are set aside; estimated by inverse
+    iteration), else ``S_w``'s eigen-decomposition with the null space handled exactly (below);
+    when ``n − c < d``, the SVD of the class-centred features. Both routes are the same math;
+    Cholesky costs ``d³/3`` flops against ``eigh``'s ``~9d³``.
 
     Note:
       Matches ``TencentARC/SFDA`` ``SFDA_Score`` (float64 golden parity to 1e-6 under x64),
