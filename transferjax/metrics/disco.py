@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation
-from .._dtypes import compute_dtype
 from .._typing import Array, ArrayLike, DTypeLike
 from ..linalg import HIGHEST, center, gram, kernel_gram, matmul, safe_div
 from ..registry import register
@@ -474,25 +473,16 @@ def disco(
             raise ValueError(f"{name}: sample_size must be >= 2, got {sample_size}")
         if key is None:
             raise TypeError(f"{name}: sample_size needs a PRNG key= (jax.random.key(seed))")
-    if check_inputs:
-        features = _validation.check_features(features, name=name)
-        n = features.shape[0]
-        targets = _validation.check_targets(labels, n, name=name, num_classes=num_classes)
-        if _validation.is_concrete(features):
-            f = features
-            xp = np if isinstance(f, np.ndarray) else jnp
-            flat = bool(xp.all(f == f[:1])) if center else not bool(xp.any(f))
-            if flat:
-                what = "all rows are equal" if center else "all values are zero"
-                raise ValueError(f"{name}: features have no spread ({what}): no spectrum")
-    else:
-        y = jnp.asarray(labels)
-        reg = jnp.issubdtype(y.dtype, jnp.floating)
-        if not reg and num_classes is None:
-            num_classes = int(jnp.max(y)) + 1
-        targets = _validation.Targets(y.reshape(y.shape[0], -1) if reg else y, reg, num_classes)
-    dt = compute_dtype(features, dtype)
-    x = jnp.asarray(features, dt)
+    x, targets = _validation.prepare(
+        features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
+        dtype=dtype,
+    )
+    if check_inputs and _validation.is_concrete(x):
+        flat = bool(jnp.all(x == x[:1])) if center else not bool(jnp.any(x))
+        if flat:
+            what = "all rows are equal" if center else "all values are zero"
+            raise ValueError(f"{name}: features have no spread ({what}): no spectrum")
+    dt = x.dtype
     n = x.shape[0]
     if sample_size is not None and sample_size >= n:
         sample_size = None

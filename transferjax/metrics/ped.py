@@ -19,7 +19,6 @@ import numpy as np
 from jax import lax
 
 from .. import _validation
-from .._dtypes import compute_dtype
 from .._typing import Array, ArrayLike, DTypeLike
 from ..linalg import matmul, safe_div
 from ..registry import get_metric, register
@@ -175,13 +174,13 @@ def _prepare(name, features, labels, reference_features, num_classes, width, dty
              check_inputs, max_steps, hyper):
     """Eager checks shared by :func:`ped` and :func:`ped_score`; returns kernel arguments."""
     max_steps = _validation.check_positive_int(max_steps, name=name, arg="max_steps")
+    x, targets = _validation.prepare(
+        features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
+        allow_regression=False, dtype=dtype,
+    )
+    y, num_classes = targets.values, targets.num_classes
+    d = x.shape[1]
     if check_inputs:
-        features = _validation.check_features(features, name=name)
-        n, d = features.shape
-        targets = _validation.check_targets(
-            labels, n, name=name, num_classes=num_classes, allow_regression=False
-        )
-        y, num_classes = targets.values, targets.num_classes
         if reference_features is not None:
             reference_features = _validation.check_features(
                 reference_features, name=name, arg="reference_features"
@@ -195,13 +194,8 @@ def _prepare(name, features, labels, reference_features, num_classes, width, dty
             _check_scalar(value, name=name, arg=arg, positive=arg == "eps")
         width = _check_width(width, d, name)
     else:
-        y = jnp.asarray(labels)
-        if num_classes is None:
-            num_classes = int(jnp.max(y)) + 1
-        d = jnp.shape(features)[1]
         width = d if width is None else width
-    dt = compute_dtype(features, dtype)
-    x = jnp.asarray(features, dt)
+    dt = x.dtype
     ref = None if reference_features is None else jnp.asarray(reference_features, dt)
     return x, jnp.asarray(y), ref, width, int(num_classes), max_steps
 
