@@ -18,7 +18,8 @@ from ._typing import Array
 from .linalg import matmul
 
 __all__ = ["FeatureStats", "feature_stats", "merge_stats", "class_moments", "between_class_targets",
-           "class_residuals", "sort_by_class", "class_block", "LabelTable", "merge_label_tables"]
+           "class_residuals", "class_grams", "sort_by_class", "class_block", "LabelTable",
+           "merge_label_tables"]
 
 
 @jax.tree_util.register_dataclass
@@ -40,6 +41,14 @@ class FeatureStats:
         (accurate in float32 even when the between-class scatter dominates).
       third: ``[d]`` ``Σ ‖x-μ‖² (x-μ)`` (the vector third moment; needed to merge ``fourth``).
       fourth: scalar ``Σ ‖x-μ‖⁴`` (Ledoit–Wolf shrinkage needs it).
+      class_sq: ``[c, d]`` per-class, per-dimension centred sums of squares
+        ``Σ_{i∈c} (x_i-μ_c)²`` (the diagonals of the per-class scatters; GBC's class variances),
+        ``[0, d]`` without class labels. Always computed with class labels (``O(n·c·d)``, like
+        ``class_sums``).
+      class_scatter: ``[c, d, d]`` per-class centred scatters ``W_c = Σ_{i∈c} (x_i-μ_c)(x_i-μ_c)ᵀ``
+        (TransRate; GBC with PCA), **opt-in** (``class_scatter=True`` in :func:`feature_stats`,
+        :func:`~transferjax.stream_stats`, :func:`~transferjax.sharded_stats`): ``c·d²`` floats
+        (200 MB at ``c=50, d=1024`` in float32). ``[0, 0, 0]`` when not requested.
     """
 
     count: Array
@@ -53,6 +62,8 @@ class FeatureStats:
     within: Array
     third: Array
     fourth: Array
+    class_sq: Array
+    class_scatter: Array
 
     @property
     def num_features(self) -> int:
@@ -65,6 +76,11 @@ class FeatureStats:
     @property
     def regression(self) -> bool:
         return self.target_mean.shape[-1] > 0
+
+    @property
+    def has_class_scatter(self) -> bool:
+        """Whether the opt-in per-class scatters ``[c, d, d]`` were computed."""
+        return self.class_scatter.shape[-3] > 0 and self.num_classes > 0
 
     def gram(self) -> Array:
         """Uncentred ``FᵀF = S + n μμᵀ``."""
@@ -96,6 +112,7 @@ def feature_stats(
     regression: bool = False,
     weights: Array | None = None,
     dtype=None,
+    class_scatter: bool = False,
 ) -> FeatureStats:
     """Statistics of one block of samples (pure, jittable; ``num_classes``/``regression`` static).
 
@@ -105,6 +122,8 @@ def feature_stats(
         (``regression=True``); ``None`` for features only.
       weights: optional ``[n]`` 0/1 row mask (padding rows of the last chunk of a stream).
       dtype: compute dtype (default: the features' dtype).
+      class_scatter: also compute the per-class scatters ``[c, d, d]`` (static; classification
+        only): ``O(n·d²)`` more flops (:func:`class_grams`) and ``c·d²`` memory.
     """
     dtype = dtype or features.dtype
     x = features.astype(dtype)
@@ -122,6 +141,8 @@ def feature_stats(
     # centre, so take the rows' residual mean ε = Σ w(x − μ)/n into account (corrected two-pass).
     resid = matmul(w, xd) / safe_count
     zeros_k = jnp.zeros((0,), dtype)
+    if class_scatter and (labels is None or regression):
+        raise ValueError("feature_stats: class_scatter=True needs integer class labels")
     if labels is not None and regression:
         scatter = _sym(matmul(xc.T, xd))
         y = labels.astype(dtype).reshape(n, -1)
@@ -133,6 +154,7 @@ def feature_stats(
         return FeatureStats(
             count, mean, scatter, jnp.zeros((0,), dtype), jnp.zeros((0, d), dtype),
             t_mean, t_ss, cross, jnp.zeros((0, 0), dtype), third, fourth,
+            jnp.zeros((0, d), dtype), jnp.zeros((0, 0, 0), dtype),
         )
     if labels is not None:
         onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * w[:, None]
@@ -145,20 +167,79 @@ def feature_stats(
         within = _sym(matmul((z * w[:, None]).T, z))
         dev = (cmean - mean[None, :]) * jnp.sqrt(class_counts)[:, None]
         scatter = within + _sym(matmul(dev.T, dev))
+        class_sq = matmul(onehot.T, z * z)
+        if class_scatter:
+            class_w = class_grams(z, labels, num_classes, w)
+        else:
+            class_w = jnp.zeros((0, 0, 0), dtype)
     else:
         scatter = _sym(matmul(xc.T, xd))
         class_counts = jnp.zeros((0,), dtype)
         class_sums = jnp.zeros((0, d), dtype)
         within = jnp.zeros((0, 0), dtype)
+        class_sq = jnp.zeros((0, d), dtype)
+        class_w = jnp.zeros((0, 0, 0), dtype)
     third, fourth = _unshift_moments(count, scatter, third, fourth, resid)
     return FeatureStats(
         count, mean, scatter, class_counts, class_sums, zeros_k, zeros_k, jnp.zeros((d, 0), dtype),
-        within, third, fourth,
+        within, third, fourth, class_sq, class_w,
     )
 
 
 def _sym(a: Array) -> Array:
-    return 0.5 * (a + a.T)
+    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def class_grams(
+    rows: Array, labels: Array, num_classes: int, weights: Array | None = None,
+    *, init: Array | None = None,
+) -> Array:
+    """Per-class Grams ``G_c = Σ_{i: y_i=c} w_i r_i r_iᵀ`` ``[c, d, d]`` in ``O(n·d²)`` flops.
+
+    A one-hot weighted product would cost ``c·n·d²``. Instead the rows are sorted by label into
+    tiles of ``t`` rows that each hold one class (a class's last tile is zero-padded); groups of
+    ``g`` tiles are multiplied as one batched ``[g, t, d]ᵀ[g, t, d]`` product (``g·d² ≤ 2²⁴``
+    elements of scratch) and scatter-added to their classes in a ``fori_loop`` over the groups.
+    Shapes are static: ``⌈n/t⌉ + c`` tiles with ``t = clip(n // 2c, 1, 64)``, so at most about
+    ``n/2`` padded rows are multiplied. Measured (2-core CPU, float32, ``n=4096, d=512, c=50``,
+    ``t=40``): 0.36 s, ~11× faster than the one-hot product but ~7× one ``d×d`` Gram of the same
+    rows (thin tiles have little work per output element: larger chunks, i.e. more rows per
+    class, help). Pure, jittable, ``num_classes`` static. Rows for
+    which the returned Gram should be centred must be centred by the caller (class-centred rows
+    give the per-class scatters). ``init`` (``[c, d, d]``, symmetric) is added to, in place of a
+    zero start (an accumulator, without a second ``c·d²`` buffer).
+    """
+    n, d = rows.shape
+    c = num_classes
+    t = max(1, min(64, n // (2 * c)))
+    num_tiles = -(-n // t) + c
+    group = max(1, min(num_tiles, 2**24 // max(1, t * d + d * d)))
+    num_groups = -(-num_tiles // group)
+    num_tiles = num_groups * group
+    w = jnp.ones((n,), rows.dtype) if weights is None else weights.astype(rows.dtype)
+    labels = labels.astype(jnp.int32)
+    counts = jnp.bincount(labels, length=c).astype(jnp.int32)
+    tiles_per = (counts + t - 1) // t
+    tile_start = jnp.cumsum(tiles_per) - tiles_per
+    row_start = jnp.cumsum(counts) - counts
+    order = jnp.argsort(labels, stable=True)
+    lab = labels[order]
+    slot = tile_start[lab] * t + (jnp.arange(n, dtype=jnp.int32) - row_start[lab])
+    buf = jnp.zeros((num_tiles * t, d), rows.dtype).at[slot].set(rows[order])
+    wbuf = jnp.zeros((num_tiles * t,), rows.dtype).at[slot].set(w[order])
+    tile_cls = jnp.zeros((num_tiles,), jnp.int32).at[slot // t].set(lab)
+    buf = buf.reshape(num_groups, group, t, d)
+    wbuf = wbuf.reshape(num_groups, group, t)
+    tile_cls = tile_cls.reshape(num_groups, group)
+
+    def body(j, acc):
+        blk = buf[j]  # [g, t, d]
+        left = blk * wbuf[j][:, :, None]
+        g = jnp.einsum("gtd,gte->gde", left, blk, precision=jax.lax.Precision.HIGHEST)
+        return acc.at[tile_cls[j]].add(g)
+
+    acc = jnp.zeros((c, d, d), rows.dtype) if init is None else init
+    return _sym(jax.lax.fori_loop(0, num_groups, body, acc))
 
 
 def _unshift_moments(count, scatter, third, fourth, e):
@@ -189,6 +270,11 @@ def _shift_moments(count, scatter, third, fourth, e):
 
 def merge_stats(a: FeatureStats, b: FeatureStats) -> FeatureStats:
     """Statistics of the union of two disjoint sample sets (Chan et al. pairwise update)."""
+    if a.class_scatter.shape != b.class_scatter.shape:
+        raise ValueError(
+            "merge_stats: both statistics must have the per-class scatters (class_scatter=True) "
+            f"or neither; got shapes {a.class_scatter.shape} and {b.class_scatter.shape}"
+        )
     n = a.count + b.count
     safe_n = jnp.where(n > 0, n, 1.0)
     frac = b.count / safe_n
@@ -199,14 +285,20 @@ def merge_stats(a: FeatureStats, b: FeatureStats) -> FeatureStats:
     t_delta = b.target_mean - a.target_mean
     # Within-class scatter: the same pairwise update, class by class.
     within = a.within + b.within
-    if a.within.shape[-1]:
+    class_sq = a.class_sq + b.class_sq
+    class_w = a.class_scatter + b.class_scatter
+    if a.class_counts.shape[-1]:
         na, nb = a.class_counts, b.class_counts
         nc = na + nb
         live_a, live_b = na > 0, nb > 0
         mean_a = a.class_sums / jnp.where(live_a, na, 1.0)[:, None]
         mean_b = b.class_sums / jnp.where(live_b, nb, 1.0)[:, None]
         cdelta = (mean_b - mean_a) * jnp.sqrt(na * nb / jnp.where(nc > 0, nc, 1.0))[:, None]
-        within = within + _sym(matmul(cdelta.T, cdelta))
+        if a.within.shape[-1]:
+            within = within + _sym(matmul(cdelta.T, cdelta))
+        class_sq = class_sq + cdelta * cdelta
+        if a.class_scatter.shape[-3]:
+            class_w = class_w + cdelta[:, :, None] * cdelta[:, None, :]
     third_a, fourth_a = _shift_moments(a.count, a.scatter, a.third, a.fourth, -frac * delta)
     third_b, fourth_b = _shift_moments(b.count, b.scatter, b.third, b.fourth, (1.0 - frac) * delta)
     return FeatureStats(
@@ -221,6 +313,8 @@ def merge_stats(a: FeatureStats, b: FeatureStats) -> FeatureStats:
         within=within,
         third=third_a + third_b,
         fourth=fourth_a + fourth_b,
+        class_sq=class_sq,
+        class_scatter=class_w,
     )
 
 

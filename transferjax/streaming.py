@@ -24,10 +24,11 @@ __all__ = ["stream_stats", "sample_mesh", "shard_samples", "sharded_stats", "str
            "second_pass_batches", "fresh_batches", "check_pass_count"]
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "regression"))
-def _update(state, x, y, w, *, num_classes, regression):
+@functools.partial(jax.jit, static_argnames=("num_classes", "regression", "class_scatter"))
+def _update(state, x, y, w, *, num_classes, regression, class_scatter=False):
     chunk = feature_stats(
-        x, y, num_classes=num_classes, regression=regression, weights=w, dtype=x.dtype
+        x, y, num_classes=num_classes, regression=regression, weights=w, dtype=x.dtype,
+        class_scatter=class_scatter,
     )
     return merge_stats(state, chunk)
 
@@ -45,6 +46,7 @@ def stream_stats(
     chunk_size: int | None = None,
     dtype=None,
     check_inputs: bool = True,
+    class_scatter: bool = False,
 ) -> FeatureStats:
     r"""One pass over ``(features, labels)`` chunks → :class:`FeatureStats` of all samples.
 
@@ -65,6 +67,9 @@ def stream_stats(
       chunk_size: rows per jitted update (default: the first chunk's size).
       dtype: compute dtype (default float32, float64 under x64).
       check_inputs: check each chunk (finite, shapes, labels in ``0..C-1``).
+      class_scatter: also accumulate the per-class scatters ``[C, d, d]`` (opt-in: ``C·d²``
+        floats, e.g. 200 MB at ``C=50, d=1024`` in float32, and ``O(d²)`` more flops per row),
+        which :func:`~transferjax.transrate` and :func:`~transferjax.gbc` with ``pca_dim`` read.
 
     Returns:
       The merged :class:`FeatureStats`; pass it as ``stats=`` to statistics-based metrics.
@@ -91,6 +96,8 @@ def stream_stats(
             regression = np.dtype(np.asarray(y[:1]).dtype).kind == "f"
         if not regression and num_classes is None:
             raise ValueError(f"{name}: num_classes is required for classification labels")
+        if class_scatter and regression:
+            raise ValueError(f"{name}: class_scatter=True needs integer class labels")
         if width is None:
             width = x.shape[1]
             size = size or x.shape[0]
@@ -99,7 +106,8 @@ def stream_stats(
         if check_inputs:
             _check_chunk_labels(y, x.shape[0], name, i, num_classes, regression)
         if state is None:
-            state = _empty(width, num_classes or 0, _num_targets(y) if regression else 0, dt)
+            state = _empty(width, num_classes or 0, _num_targets(y) if regression else 0, dt,
+                           class_scatter=bool(class_scatter))
         for xp, yp in _pieces(x, y, size):
             b = xp.shape[0]
             xp = np.asarray(xp, dt) if isinstance(xp, np.ndarray) else jnp.asarray(xp, dt)
@@ -112,6 +120,7 @@ def stream_stats(
             state = _update(
                 state, jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w),
                 num_classes=0 if regression else int(num_classes), regression=bool(regression),
+                class_scatter=bool(class_scatter),
             )
     if state is None:
         raise ValueError(f"{name}: batches yielded no chunk")
@@ -144,12 +153,13 @@ def _check_chunk_labels(y, n, name, i, num_classes, regression):
         )
 
 
-def _empty(d: int, c: int, k: int, dt) -> FeatureStats:
+def _empty(d: int, c: int, k: int, dt, *, class_scatter: bool = False) -> FeatureStats:
     z = functools.partial(jnp.zeros, dtype=dt)
     w = d if c else 0  # within-class scatter only with class labels
+    cs = (c, d, d) if class_scatter and c else (0, 0, 0)  # opt-in per-class scatters
     return FeatureStats(
         z(()), z((d,)), z((d, d)), z((c,)), z((c, d)), z((k,)), z((k,)), z((d, k)), z((w, w)),
-        z((d,)), z(()),
+        z((d,)), z(()), z((c, d)), z(cs),
     )
 
 
@@ -180,13 +190,15 @@ def sharded_stats(
     *,
     mesh: jax.sharding.Mesh | None = None,
     dtype=None,
+    class_scatter: bool = False,
 ) -> FeatureStats:
     """:class:`FeatureStats` with the sample axis sharded over a device mesh.
 
     The rows are padded to a multiple of the device count (zero weight), placed with
     :func:`shard_samples`, and the ordinary one-pass :func:`feature_stats` is jitted over them:
     XLA partitions it and inserts the cross-device reductions (the result is replicated). Equal to
-    the unsharded statistics up to summation order.
+    the unsharded statistics up to summation order. ``class_scatter=True`` adds the opt-in
+    per-class scatters (see :func:`stream_stats`).
     """
     name = "sharded_stats"
     x = _validation.check_features(features, name=name)
@@ -205,7 +217,8 @@ def sharded_stats(
         yv = np.concatenate([yv, np.zeros((pad,) + yv.shape[1:], yv.dtype)])
     fn = jax.jit(
         functools.partial(
-            feature_stats, num_classes=t.num_classes or 0, regression=t.regression, dtype=dt
+            feature_stats, num_classes=t.num_classes or 0, regression=t.regression, dtype=dt,
+            class_scatter=bool(class_scatter),
         )
     )
     return fn(shard_samples(xv, mesh), shard_samples(yv, mesh), weights=shard_samples(w, mesh))

@@ -236,3 +236,69 @@ def test_invariances(seed):
     rot = f @ q.astype(np.float32)
     for kw in ({}, {"pca_dim": 4}):
         np.testing.assert_allclose(tj.gbc(rot, y, **kw), tj.gbc(f, y, **kw), rtol=1e-4, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- stats= (issue 7)
+# One data set and two chunk sizes (97 for the statistics, 250 for second passes; neither divides
+# n = 1003) throughout, so the jitted chunk updates compile once for the module.
+
+
+def _stream_data(n=1003, d=12, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.arange(c), rng.integers(0, c, n - c)]
+    scale = np.linspace(0.5, 2.0, d)  # distinct principal variances: a well-defined PCA basis
+    x = rng.normal(size=(n, d)) * scale + 3.0 + 0.5 * np.eye(c, d)[y]
+    return x.astype(np.float32), y
+
+
+def _chunks(x, y, size):
+    for i in range(0, len(x), size):
+        yield x[i : i + size], y[i : i + size]
+
+
+@pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])
+@pytest.mark.parametrize("pca_dim", [None, 6])
+def test_stats_chunked_equals_one_shot(gaussian, pca_dim):
+    x, y = _stream_data()
+    kw = dict(gaussian=gaussian, pca_dim=pca_dim)
+    with jax.enable_x64(True):
+        ref = float(tj.gbc(x, y, **kw))
+        plain = tj.stream_stats(_chunks(x, y, 97), num_classes=5)
+        if pca_dim is None:
+            got = tj.gbc(stats=plain, **kw)
+        else:  # the per-class variances along the PCA basis: opt-in class scatters ...
+            st = tj.stream_stats(_chunks(x, y, 97), num_classes=5, class_scatter=True)
+            got = tj.gbc(stats=st, **kw)
+            assert got.dtype == jnp.float64
+            np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+            # ... or a second pass over the chunks
+            got = tj.gbc(stats=plain, second_pass=lambda: _chunks(x, y, 250), **kw)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+
+
+def test_stats_float32():
+    # (sharded statistics with class_scatter=True: see test_transrate.py)
+    x, y = _stream_data()
+    ref = float(tj.gbc(x, y, gaussian="diagonal"))
+    st = tj.stream_stats(_chunks(x, y, 97), num_classes=5)
+    got = tj.gbc(stats=st, gaussian="diagonal")
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), ref, rtol=1e-4)
+
+
+def test_stats_errors():
+    x, y = _stream_data()
+    st = tj.stream_stats(_chunks(x, y, 97), num_classes=5)
+    with pytest.raises(ValueError, match=r"class_scatter=True.*second_pass="):
+        tj.gbc(stats=st, pca_dim=4)
+    with pytest.raises(ValueError, match="not both"):
+        tj.gbc(x, y, stats=st)
+    with pytest.raises(ValueError, match="required"):
+        tj.gbc(x)
+    with pytest.raises(ValueError, match="pca_dim=13"):
+        tj.gbc(stats=st, pca_dim=13)
+    with pytest.raises(ValueError, match="width"):
+        tj.gbc(stats=st, pca_dim=4, second_pass=[(x[:, :5], y)])
+    with pytest.raises(ValueError, match="second_pass yielded"):
+        tj.gbc(stats=st, pca_dim=4, second_pass=list(_chunks(x[:500], y[:500], 250)))

@@ -9,7 +9,7 @@ import transferjax as tj
 from tests import _golden
 from tests._tol import GOLDEN_RTOL, PAD_RTOL, SAME_RTOL, rtol
 from transferjax.linalg import logdet_eye_plus_gram
-from transferjax.stats import class_block, sort_by_class
+from transferjax.stats import class_block, class_grams, sort_by_class
 
 VARIANTS = {
     "official_nc_weighted": dict(class_weight="size"),
@@ -269,3 +269,106 @@ def test_invariances(seed):
         np.testing.assert_allclose(tj.transrate(f + shift, y, **kw), ref, rtol=1e-4)
         rot = f @ q.astype(np.float32)
         np.testing.assert_allclose(tj.transrate(rot, y, **kw), ref, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- stats= (issue 7)
+# One data set and two chunk sizes (97 for the statistics, 250 for second passes; neither divides
+# n = 1003) throughout, so the jitted chunk updates compile once for the module.
+
+
+def _stream_data(n=1003, d=12, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.arange(c), rng.integers(0, c, n - c)]
+    x = rng.normal(size=(n, d)) * np.linspace(0.5, 2.0, d) + 3.0 + 0.5 * np.eye(c, d)[y]
+    return x.astype(np.float32), y
+
+
+def _chunks(x, y, size):
+    for i in range(0, len(x), size):
+        yield x[i : i + size], y[i : i + size]
+
+
+def _numpy_options(f, y, eps=1e-4, class_weight="uniform", row_normalize=False,
+                   rank_normalize=False):
+    """float64 NumPy TrR with the official repo's options (reference for the variants)."""
+    z = np.asarray(f, np.float64)
+    z = z - z.mean(0)
+    if row_normalize:
+        z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    n, d = z.shape
+
+    def rate(a):
+        return 0.5 * np.linalg.slogdet(np.eye(d) + a.T @ a / (len(a) * eps))[1]
+
+    classes = np.unique(y)
+    w = [1 / len(classes) if class_weight == "uniform" else np.mean(y == c) for c in classes]
+    score = rate(z) - sum(wc * rate(z[y == c]) for wc, c in zip(w, classes))
+    return score / (np.linalg.matrix_rank(z.T @ z / n) if rank_normalize else 1)
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"class_weight": "size", "rank_normalize": True, "eps": 1e-3},
+           {"class_weight": "size", "row_normalize": True, "rank_normalize": True}],
+    ids=["canonical", "size-rank", "official_l2norm_rank"],
+)
+def test_stats_chunked_equals_one_shot(kw):
+    x, y = _stream_data()
+    with jax.enable_x64(True):
+        # one-shot: the data path (canonical) or the float64 NumPy definition (variants)
+        ref = float(tj.transrate(x, y)) if not kw else _numpy_options(x, y, **kw)
+        plain = tj.stream_stats(_chunks(x, y, 97), num_classes=5)
+        # a second pass over the chunks (the only route for row_normalize)
+        got = tj.transrate(stats=plain, second_pass=lambda: _chunks(x, y, 250), **kw)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+        if not kw.get("row_normalize"):  # opt-in per-class scatters: one pass
+            st = tj.stream_stats(_chunks(x, y, 97), num_classes=5, class_scatter=True)
+            np.testing.assert_allclose(float(tj.transrate(stats=st, **kw)), ref, rtol=1e-5)
+
+
+def test_stats_float32_and_sharded():
+    x, y = _stream_data()
+    ref = float(tj.transrate(x, y))
+    st = tj.stream_stats(_chunks(x, y, 97), num_classes=5, class_scatter=True)
+    got = tj.transrate(stats=st)
+    assert got.dtype == jnp.float32
+    # float32: the score (0.17) is a difference of rates ~100× larger, each good to ~1e-6
+    np.testing.assert_allclose(float(got), ref, rtol=5e-4)
+    with jax.enable_x64(True):
+        ref = float(tj.transrate(x, y))
+        sh = tj.sharded_stats(x, y, mesh=tj.streaming.sample_mesh(4), class_scatter=True)
+        np.testing.assert_allclose(float(tj.transrate(stats=sh)), ref, rtol=1e-5)
+
+
+def test_class_scatter_field_is_opt_in_and_merges_exactly():
+    x, y = _stream_data()
+    assert tj.stream_stats(_chunks(x, y, 97), num_classes=5).class_scatter.shape == (0, 0, 0)
+    with jax.enable_x64(True):
+        st = tj.stream_stats(_chunks(x, y, 97), num_classes=5, class_scatter=True)
+        xd = x.astype(np.float64)
+        w = np.stack([(xd[y == k] - xd[y == k].mean(0)).T @ (xd[y == k] - xd[y == k].mean(0))
+                      for k in range(5)])
+        np.testing.assert_allclose(np.asarray(st.class_scatter), w, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(st.class_sq), np.einsum("cdd->cd", w),
+                                   rtol=1e-10, atol=1e-9)
+        g = jax.jit(class_grams, static_argnums=2)(jnp.asarray(xd[:40]), jnp.asarray(y[:40]), 6)
+        ref = np.stack([xd[:40][y[:40] == k].T @ xd[:40][y[:40] == k] for k in range(6)])
+        np.testing.assert_allclose(np.asarray(g), ref, rtol=1e-12, atol=1e-9)  # class 5 empty
+
+
+def test_stats_errors():
+    x, y = _stream_data()
+    st = tj.stream_stats(_chunks(x, y, 97), num_classes=5)
+    with pytest.raises(ValueError, match=r"class_scatter=True.*second_pass="):
+        tj.transrate(stats=st)
+    full = tj.stream_stats(_chunks(x, y, 97), num_classes=5, class_scatter=True)
+    with pytest.raises(ValueError, match="row_normalize.*second_pass="):
+        tj.transrate(stats=full, row_normalize=True)
+    with pytest.raises(ValueError, match="not both"):
+        tj.transrate(x, y, stats=full)
+    with pytest.raises(ValueError, match="required"):
+        tj.transrate(labels=y)
+    with pytest.raises(ValueError, match="second_pass yielded"):
+        tj.transrate(stats=st, second_pass=list(_chunks(x[:500], y[:500], 250)))
+    with pytest.raises(ValueError, match="class_scatter=True needs integer class labels"):
+        tj.stream_stats([(x, x[:, 0])], class_scatter=True)

@@ -9,9 +9,9 @@ import numpy as np
 from .. import _validation
 from .._dtypes import compute_dtype
 from .._typing import Array, ArrayLike, DTypeLike
-from ..linalg import pca_scores
+from ..linalg import matmul, pca_scores
 from ..registry import register
-from ..stats import class_moments
+from ..stats import FeatureStats, class_moments
 
 __all__ = ["gbc"]
 
@@ -26,9 +26,14 @@ def _gbc(features, labels, width, *, num_classes, gaussian, pca_dim):
     if pca_dim is not None:
         x = pca_scores(x, pca_dim, method="svd")  # [n, k]: no padded columns are left
         width = pca_dim
-    c, d = num_classes, x.shape[1]
-    dt = x.dtype
-    counts, means, var = class_moments(x, labels, c)
+    counts, means, var = class_moments(x, labels, num_classes)
+    return _gbc_moments(counts, means, var, width, gaussian=gaussian)
+
+
+def _gbc_moments(counts, means, var, width, *, gaussian):
+    """The score from class counts ``[c]``, means ``[c, d]`` and population variances ``[c, d]``."""
+    c, d = means.shape
+    dt = means.dtype
     var = jnp.maximum(var, _FLOOR)
     width = jnp.asarray(width, dt)
     if gaussian == "spherical":
@@ -58,6 +63,94 @@ def _gbc(features, labels, width, *, num_classes, gaussian, pca_dim):
     return -jnp.sum(jnp.where(pair, jnp.exp(-dist), 0.0))
 
 
+# ----------------------------------------------------------------------------- from statistics
+
+
+def _safe_counts(stats):
+    cnt = stats.class_counts
+    return jnp.where(cnt > 0, cnt, 1.0)[:, None]
+
+
+def _pca_basis(stats, k):
+    """Top-``k`` eigenvectors ``[d, k]`` of the centred scatter (descending): the PCA basis."""
+    _, v = jnp.linalg.eigh(stats.scatter)
+    return v[:, ::-1][:, :k]
+
+
+@jax.jit(static_argnames=("gaussian", "pca_dim"))
+def _gbc_stats(stats, width, *, gaussian, pca_dim):
+    counts = stats.class_counts
+    if pca_dim is None:
+        return _gbc_moments(
+            counts, stats.class_means(), stats.class_sq / _safe_counts(stats), width,
+            gaussian=gaussian,
+        )
+    v = _pca_basis(stats, pca_dim)
+    means = matmul(stats.class_means() - stats.mean[None, :], v)  # [c, k] PCA scores of μ_c
+    # diag(Vᵀ W_c V) / n_c: class variances along the principal directions.
+    var = jnp.sum(matmul(stats.class_scatter, v) * v[None], axis=1) / _safe_counts(stats)
+    return _gbc_moments(counts, means, var, pca_dim, gaussian=gaussian)
+
+
+@jax.jit(static_argnames=("num_classes",))
+def _sq_update(acc, x, y, w, class_means, basis, *, num_classes):
+    r = x - class_means[y]
+    if basis is not None:
+        r = matmul(r, basis)
+    return acc + jax.ops.segment_sum(r * r * w[:, None], y, num_segments=num_classes)
+
+
+@jax.jit(static_argnames=("gaussian",))
+def _gbc_second(stats, sq, basis, *, gaussian):
+    # the same basis as the second pass projected on (eigenvectors are not unique in sign)
+    means = matmul(stats.class_means() - stats.mean[None, :], basis)
+    return _gbc_moments(stats.class_counts, means, sq / _safe_counts(stats), basis.shape[1],
+                        gaussian=gaussian)
+
+
+def _gbc_streamed(stats, second_pass, width, *, gaussian, pca_dim, chunk_size, check_inputs):
+    name = "gbc"
+    d, c = stats.num_features, stats.num_classes
+    if pca_dim is not None and _validation.is_concrete(stats.count):
+        n = int(round(float(np.asarray(stats.count))))
+        true_d = int(width) if width is not None and _validation.is_concrete(width) else d
+        if pca_dim > min(n, true_d):
+            raise ValueError(
+                f"{name}: pca_dim={pca_dim} must be at most min(n, d) = {min(n, true_d)} "
+                f"(n={n}, d={true_d})"
+            )
+    w = d if width is None else width
+    if pca_dim is None or stats.has_class_scatter:
+        if stats.class_sq.shape != (c, d):
+            raise ValueError(
+                f"{name}: stats lack the per-class sums of squares class_sq [c, d]; compute them "
+                "with tj.stream_stats / tj.feature_stats (classification labels)"
+            )
+        return _gbc_stats(stats, w, gaussian=gaussian, pca_dim=pca_dim)
+    if second_pass is None:
+        raise ValueError(
+            f"{name}: pca_dim with stats= needs the per-class variances along the principal "
+            "directions: compute the statistics with tj.stream_stats(..., class_scatter=True) "
+            f"(c·d² floats) or pass second_pass= (the (features, labels) chunks again; c·pca_dim "
+            "floats)"
+        )
+    from ..streaming import check_pass_count, second_pass_batches
+
+    dt = stats.scatter.dtype
+    basis = jax.jit(_pca_basis, static_argnums=1)(stats, pca_dim)
+    means = stats.class_means()
+    sq = jnp.zeros((c, pca_dim), dt)
+    seen = 0.0
+    for x, y, wt in second_pass_batches(
+        second_pass, name=name, width=d, num_classes=c, dtype=dt, chunk_size=chunk_size,
+        check_inputs=check_inputs,
+    ):
+        sq = _sq_update(sq, x, y, wt, means, basis, num_classes=c)
+        seen += float(np.sum(np.asarray(wt)))
+    check_pass_count(seen, stats.count, name=name)
+    return _gbc_second(stats, sq, basis, gaussian=gaussian)
+
+
 @register(
     "gbc",
     tasks=("classification",),
@@ -65,9 +158,12 @@ def _gbc(features, labels, width, *, num_classes, gaussian, pca_dim):
     paper="Pándy et al., CVPR 2022",
 )
 def gbc(
-    features: ArrayLike,
-    labels: ArrayLike,
+    features: ArrayLike | None = None,
+    labels: ArrayLike | None = None,
     *,
+    stats: FeatureStats | None = None,
+    second_pass=None,
+    chunk_size: int | None = None,
     gaussian: str = "spherical",
     pca_dim: int | None = None,
     num_classes: int | None = None,
@@ -111,9 +207,27 @@ def gbc(
       only with an explicit ``num_classes``) is left out, as the reference iterates over the
       classes present. No regression form.
 
+      Streaming: **pure sufficient statistics** (``stats=``). Without ``pca_dim`` the score
+      needs the class counts, class sums and per-class per-dimension centred sums of squares
+      (``FeatureStats.class_sq``, ``[c, d]``, always computed with class labels and merged
+      exactly class by class); no second pass. With ``pca_dim`` the principal directions are the
+      top eigenvectors of the centred scatter ``S`` (an ``eigh`` of the ``d×d`` scatter, equal to
+      the data path's SVD in exact arithmetic; in float32 directions whose variances differ by
+      less than ``~eps·λ_max`` mix, which the diagonal form can see: use x64), and the class
+      variances along them, ``diag(V_kᵀ W_c V_k)/n_c``, need either the opt-in per-class scatters
+      ``W_c`` (``tj.stream_stats(..., class_scatter=True)``: ``c·d²`` floats) or, when the
+      statistics lack them, ``second_pass=``: the chunks once more, accumulating the ``[c, k]``
+      sums of squares of the class-centred projected rows (``O(c·k)`` memory, exact two-pass).
+
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1``.
+      stats: classification :class:`~transferjax.FeatureStats` (e.g. from
+        :func:`~transferjax.stream_stats`) in place of ``features, labels``.
+      second_pass: with ``stats`` and ``pca_dim`` when ``stats`` has no ``class_scatter``: the
+        same ``(features [b, d], labels [b])`` chunks again (an iterable, read once, or a callable
+        returning one). Not read otherwise.
+      chunk_size: rows per jitted update of the second pass (default: the first chunk's size).
       gaussian: ``"spherical"`` (default, as the paper) or ``"diagonal"``.
       pca_dim: project the features on this many principal components first (paper: 64);
         ``None`` (default): raw features.
@@ -128,9 +242,11 @@ def gbc(
     Raises:
       ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length or
         shape, outside ``0..c-1``, fewer than two classes, or an empty class; an unknown
-        ``gaussian``; ``pca_dim`` larger than ``min(n, d)``.
+        ``gaussian``; ``pca_dim`` larger than ``min(n, d)``; both or neither of ``features,
+        labels`` and ``stats``; ``stats`` with ``pca_dim`` but neither ``class_scatter`` nor
+        ``second_pass``; a second pass of another width or sample count.
       TypeError: non-numeric features; boolean or float labels (no regression form); a
-        non-integer ``pca_dim``.
+        non-integer ``pca_dim``; ``stats`` not classification statistics.
 
     References:
       Pándy, Agostinelli, Uijlings, Ferrari, Mensink. Transferability Estimation using
@@ -144,12 +260,31 @@ def gbc(
       >>> bad = rng.normal(size=(200, 8))
       >>> bool(tj.gbc(good, y) > tj.gbc(bad, y))
       True
+
+      Streamed (``pca_dim`` with per-class scatters, or with a second pass):
+
+      >>> chunks = [(good[i:i + 64], y[i:i + 64]) for i in range(0, 200, 64)]
+      >>> st = tj.stream_stats(chunks, num_classes=4)
+      >>> bool(np.isclose(tj.gbc(stats=st), tj.gbc(good, y), rtol=1e-4))
+      True
+      >>> a = tj.gbc(stats=tj.stream_stats(chunks, num_classes=4, class_scatter=True), pca_dim=4)
+      >>> b = tj.gbc(stats=st, second_pass=chunks, pca_dim=4)
+      >>> bool(np.isclose(a, b, rtol=1e-4))
+      True
     """
     name = "gbc"
     if gaussian not in _GAUSSIANS:
         raise ValueError(f"{name}: gaussian must be one of {_GAUSSIANS}, got {gaussian!r}")
     if pca_dim is not None:
         pca_dim = _validation.check_positive_int(pca_dim, name=name, arg="pca_dim")
+    if stats is not None:
+        _validation.check_stats(stats, name=name, features=features, labels=labels)
+        return _gbc_streamed(
+            stats, second_pass, width, gaussian=gaussian, pca_dim=pca_dim,
+            chunk_size=chunk_size, check_inputs=check_inputs,
+        )
+    if features is None or labels is None:
+        raise ValueError(f"{name}: features and labels are required (or stats=)")
     features, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
         allow_regression=False, dtype=dtype,
