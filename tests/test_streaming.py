@@ -31,8 +31,8 @@ def _stats_metrics():
 def test_chunked_equals_one_shot(metric, size, precision):
     x, y = _data()
     fn = METRICS[metric].fn
-    ref = fn(x, y)
-    kw = {}
+    kw = {"key": jax.random.key(0)} if METRICS[metric].needs_key else {}
+    ref = fn(x, y, **kw)
     if "second_pass" in inspect.signature(fn).parameters:  # a per-sample pass besides the stats
         kw["second_pass"] = lambda: _chunks(x, y, size)
     got = fn(stats=tj.stream_stats(_chunks(x, y, size), num_classes=5), **kw)
