@@ -306,19 +306,43 @@ def test_optimize_small_runs_and_traces_once():
     again = tj.tta_bound(xs, ys, xt, yt, head, prior=res.prior, label_map=res.label_map,
                          feature_map=res.feature_map)
     chex_close(again, res.bound, 1e-4)
+    # D₀ = softmax(π_S) (the reference's quirk) by default; D lr 1e-3 moves logits <= 0.015 here
+    pi = np.bincount(ys) / len(ys)
+    np.testing.assert_allclose(res.prior, np.exp(pi) / np.exp(pi).sum(), rtol=0.05)
+    # better-founded starts: D₀ = π_S and a given label map (same shapes: no new trace)
+    start = np.full((3, 3), 0.05) + 0.85 * np.eye(3)
+    res2 = tj.tta_optimize(xs, ys, xt, yt, head, steps=15, key=jax.random.key(0), batch_size=30,
+                           prior_init="empirical", label_map_init=start)
+    np.testing.assert_allclose(res2.prior, pi, rtol=0.05)
+    np.testing.assert_array_equal(np.argmax(res2.label_map, 0), np.arange(3))
+    with pytest.raises(ValueError, match="prior_init"):
+        tj.tta_optimize(xs, ys, xt, yt, head, steps=15, key=jax.random.key(0), prior_init="pi")
 
 
 
 
 # Minutes of CPU (1001 steps): deselected by default (pyproject addopts `-m "not slow"`); run
 # with `pytest -m slow tests/metrics/test_tta.py`.
+_C4_ABOVE_FIXED = (
+    "issue 6: with the reference's algorithm the learned bound on c4_imbalanced ends above the "
+    "fixed-transform bound (ours 3.17 vs 3.04; a reference-faithful NumPy/POT loop gives 3.24 at "
+    "seed 2023, and 3.1-3.5 over seeds 0-3): tau is not in the objective and the label map "
+    "follows the random start; the reference's own c1_small result (2.055) is above its fixed "
+    "bound (2.028) too. The spec calls tier B indicative ('<= tier A in most cases')."
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["c1_small", "c4_imbalanced"])
+@pytest.mark.parametrize(
+    "name",
+    ["c1_small", pytest.param("c4_imbalanced",
+                              marks=pytest.mark.xfail(reason=_C4_ABOVE_FIXED, strict=True))],
+)
 def test_golden_optimized(name):
     ref = _golden.load_json("tta.json")["optimized"][name]
     x, y, _ = _golden.load_input(name)
     xs, ys, xt, yt, head, bmat = derive_task(x, y)
     fixed = tj.tta_bound(xs, ys, xt, yt, head, label_map=bmat)
     res = tj.tta_optimize(xs, ys, xt, yt, head, steps=1001, key=jax.random.key(2023))
-    assert abs(float(res.bound.bound) - ref["bound"]) <= 0.2
+    assert abs(float(res.bound.bound) - ref["bound"]) <= 0.2  # holds for both cases
     assert float(res.bound.bound) <= float(fixed.bound)

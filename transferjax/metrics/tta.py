@@ -709,7 +709,7 @@ def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, *, cs, ct, ot_iter):
     return plan + safe_div(ea[:, None] * eb[None, :], jnp.sum(ea))
 
 
-def _optimize_kernel(xs, ys, xt, yt, w, c, key, hp, *, cs, ct, steps, batch, ot_iter):
+def _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, *, cs, ct, steps, batch, ot_iter):
     dt = xs.dtype
     ns, d = xs.shape
     nt = xt.shape[0]
@@ -722,12 +722,9 @@ def _optimize_kernel(xs, ys, xt, yt, w, c, key, hp, *, cs, ct, steps, batch, ot_
     ce = jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, ys[:, None], 1)[:, 0]
     per_class = jax.ops.segment_sum(ce, ys, cs)
     eye = jnp.eye(d, dtype=dt)
-    k_init, k_loop = jax.random.split(key)
-    params = {
-        "A": eye, "A_bar": eye, "b": jnp.zeros((d,), dt),
-        "B": jax.random.uniform(k_init, (ct, cs), dt),
-        "D": pi_s,  # the reference's quirk: π_S used as logits, so D starts at softmax(π_S)
-    }
+    # initial logits come in as arrays (one trace for every init choice): B̃₀ ~ U[0, 1) and
+    # D̃₀ = π_S (the reference's quirk: D₀ = softmax(π_S)) by default, see tta_optimize
+    params = {"A": eye, "A_bar": eye, "b": jnp.zeros((d,), dt), "B": b0, "D": d0}
     keras_adam = lambda rate: optax.adam(rate, b1=0.9, b2=0.999, eps=1e-7)  # noqa: E731
     opt = optax.multi_transform(
         {"fast": keras_adam(lr), "slow": keras_adam(lr_d)},
@@ -776,15 +773,15 @@ def _optimize_kernel(xs, ys, xt, yt, w, c, key, hp, *, cs, ct, steps, batch, ot_
         updates, st = opt.update(grads, st, p)
         return (optax.apply_updates(p, updates), st), loss
 
-    (params, _), losses = lax.scan(step, (params, state), jax.random.split(k_loop, steps))
+    (params, _), losses = lax.scan(step, (params, state), jax.random.split(key, steps))
     return params, losses
 
 
 @jax.jit(static_argnames=("cs", "ct", "steps", "batch", "ot_iter", "random_tau", "max_iter"))
-def _optimize_and_bound(xs, ys, xt, yt, w, c, key, hp, tau_key, eps_rel_bound, tol, *, cs, ct,
-                        steps, batch, ot_iter, random_tau, max_iter):
-    params, losses = _optimize_kernel(xs, ys, xt, yt, w, c, key, hp, cs=cs, ct=ct, steps=steps,
-                                      batch=batch, ot_iter=ot_iter)
+def _optimize_and_bound(xs, ys, xt, yt, w, c, key, b0, d0, hp, tau_key, eps_rel_bound, tol, *,
+                        cs, ct, steps, batch, ot_iter, random_tau, max_iter):
+    params, losses = _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, cs=cs, ct=ct,
+                                      steps=steps, batch=batch, ot_iter=ot_iter)
     bmat = jax.nn.softmax(params["B"], axis=0)
     dvec = jax.nn.softmax(params["D"])
     ot = _OTOptions(eps_rel_bound, tol, max_iter, 1.8)
@@ -811,6 +808,8 @@ def tta_optimize(
     lambda_ic: float = 1.0,
     learning_rate: float = 1e-2,
     prior_learning_rate: float = 1e-3,
+    prior_init: str = "reference",
+    label_map_init: ArrayLike | None = None,
     plan_eps_rel: float = 1e-2,
     plan_max_iter: int = 300,
     eps_rel: float = 1e-3,
@@ -843,9 +842,25 @@ def tta_optimize(
       a small ``[z, c]`` transport under the label cost, then an entropic point-level plan on the
       feature cost inside those class pairs (Sinkhorn down to ``plan_eps_rel`` times the mean
       feature cost, at most ``plan_max_iter`` iterations, rounded to the marginals), so float32
-      keeps the feature costs resolved; ``label_cost`` only weighs the loss; the variable-size batch lives in a fixed buffer with zero-mass padding;
-      RNG streams are JAX's, so runs are not bitwise those of the reference. The bound is
-      evaluated on the sets passed (the reference evaluates on its test splits).
+      keeps the feature costs resolved; ``label_cost`` only weighs the loss; the variable-size
+      batch lives in a fixed buffer with zero-mass padding; RNG streams are JAX's, so runs are
+      not bitwise those of the reference. The bound is evaluated on the sets passed (the
+      reference evaluates on its test splits).
+
+    Warning:
+      The objective is a surrogate, not the bound, and the learned bound can end *above* the
+      bound at hand-made transforms (as the reference's can; seeds decide). Three reasons, all
+      in the reference's algorithm: (1) ``τ`` is not in the objective (the reference keeps it
+      small by training the head with a gradient-norm penalty); it grows as ``B`` sharpens and as
+      ``A`` contracts (``Ā ≈ A⁻¹`` expands the target inputs of the head). (2) The empirical
+      squared-W2 term in high dimension is lowered by shrinking ``A x + b`` towards the matched
+      target class means, so most of the drop of ``W_1`` is that shrinkage, paid for in ``τ``.
+      (3) With ``λ_label = 1e6`` the class-level matching is decided by ``B`` and the class
+      masses alone, never by the features, so the learned label map follows the random
+      ``B̃₀`` (and, with the reference's ``D₀ = softmax(π_S)`` on imbalanced classes, batches
+      whose class masses do not match ``π_T``). ``prior_init="empirical"`` and
+      ``label_map_init`` are better-founded starts (not the reference's); they do not remove
+      (1)-(2).
 
     Args:
       source_features, source_labels, target_features, target_labels, head: as
@@ -856,6 +871,12 @@ def tta_optimize(
       num_target_classes: ``c`` (default: from the labels).
       batch_size, label_cost, lambda_wd, lambda_pm, lambda_ic, learning_rate,
         prior_learning_rate: the reference's hyper-parameters.
+      prior_init: ``"reference"`` (default): ``D̃₀ = π_S`` used as logits, so ``D₀ =
+        softmax(π_S)``, near uniform (the reference's quirk); ``"empirical"``: ``D₀ = π_S``
+        (on imbalanced classes the weighted source loss then starts at its value at ``π_S`` and
+        the first source batches hold every sample).
+      label_map_init: ``[c, z]`` column-stochastic map to start ``B`` from (``B̃₀ = log B₀``);
+        ``None`` (default): ``B̃₀ ~ U[0, 1)`` as the reference.
       plan_eps_rel, plan_max_iter: the per-step transport solver.
       eps_rel, ot_max_iter: the final bound's transport solver.
       dtype, check_inputs: as :func:`tta_bound`.
@@ -885,10 +906,24 @@ def tta_optimize(
     dt = inp.dtype
     hp = tuple(jnp.asarray(v, dt) for v in (label_cost, lambda_wd, lambda_pm, lambda_ic,
                                              learning_rate, prior_learning_rate, plan_eps_rel))
+    if prior_init not in ("reference", "empirical"):
+        raise ValueError(
+            f"{name}: prior_init must be 'reference' or 'empirical', got {prior_init!r}"
+        )
+    pi_s = jnp.bincount(inp.ys, length=inp.cs).astype(dt) / inp.ys.shape[0]
+    # "reference": π_S used as logits (D₀ = softmax(π_S)); "empirical": D₀ = π_S
+    d0 = pi_s if prior_init == "reference" else jnp.log(pi_s)
+    k_init, k_loop = jax.random.split(key)
+    if label_map_init is None:
+        b0 = jax.random.uniform(k_init, (inp.ct, inp.cs), dt)  # the reference's B̃₀ ~ U[0, 1)
+    else:
+        _, b_start, _, _, _ = _check_transforms(name, inp, None, label_map_init, None,
+                                                check_inputs)
+        b0 = jnp.log(jnp.maximum(b_start, jnp.finfo(dt).tiny))  # softmax(B̃₀, axis=0) = B₀
     random_tau = tau_key is not None
     tol = 1e-6 if dt == np.float64 else 1e-3
     dvec, bmat, fmap, out, losses = _optimize_and_bound(
-        inp.xs, inp.ys, inp.xt, inp.yt, inp.w, inp.c, key, hp,
+        inp.xs, inp.ys, inp.xt, inp.yt, inp.w, inp.c, k_loop, b0, d0, hp,
         tau_key if random_tau else jax.random.key(0), eps_rel, tol, cs=inp.cs, ct=inp.ct,
         steps=steps, batch=batch_size, ot_iter=plan_max_iter, random_tau=random_tau,
         max_iter=ot_max_iter,
