@@ -236,6 +236,19 @@ def check_indices(indices, n: int, *, name: str, arg: str, num: int | None = Non
     return z, k
 
 
+def data_or_stats(features, labels, stats, *, name: str, hint: str = "stats=") -> None:
+    """The front of a metric taking ``(features, labels)`` or ``stats=``: exactly one of the two.
+
+    Raises:
+      ValueError: both given, or neither (``hint`` names what may replace the data).
+    """
+    if stats is not None:
+        if features is not None or labels is not None:
+            raise ValueError(f"{name}: pass either features and labels, or stats=, not both")
+    elif features is None or labels is None:
+        raise ValueError(f"{name}: features and labels are required (or {hint})")
+
+
 def check_stats(stats, *, name: str, features=None, labels=None, regression: bool | None = False):
     """Check a ``stats=`` argument given in place of ``(features, labels)``; returns it.
 

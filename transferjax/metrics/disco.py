@@ -457,16 +457,13 @@ def disco(
         raise ValueError(f"{name}: method must be one of {_METHODS}, got {method!r}")
     if not isinstance(center, (bool, np.bool_)):
         raise TypeError(f"{name}: center must be a bool, got {center!r}")
+    _validation.data_or_stats(features, labels, stats, name=name)
     if stats is not None:
-        if features is not None or labels is not None:
-            raise ValueError(f"{name}: pass either features and labels, or stats=, not both")
         return _disco_streamed(
             stats, second_pass, width=width, n_groups=n_groups, center=center, ncc=ncc,
             method=method, sample_size=sample_size, chunk_size=chunk_size,
             check_inputs=check_inputs,
         )
-    if features is None or labels is None:
-        raise ValueError(f"{name}: features and labels are required (or stats=)")
     if sample_size is not None:
         sample_size = _validation.check_positive_int(sample_size, name=name, arg="sample_size")
         if sample_size < 2:

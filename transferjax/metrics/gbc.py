@@ -283,8 +283,7 @@ def gbc(
             stats, second_pass, width, gaussian=gaussian, pca_dim=pca_dim,
             chunk_size=chunk_size, check_inputs=check_inputs,
         )
-    if features is None or labels is None:
-        raise ValueError(f"{name}: features and labels are required (or stats=)")
+    _validation.data_or_stats(features, labels, None, name=name)
     features, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
         allow_regression=False, dtype=dtype,

@@ -107,11 +107,6 @@ def _shrinkage_hscore_stats(stats, width):
     return (1.0 - alpha) * total / (n - 1)
 
 
-def _require_data(name, features, labels):
-    if features is None or labels is None:
-        raise ValueError(f"{name}: features and labels are required (or stats=)")
-
-
 def _prepare(name, features, labels, num_classes, dtype, check_inputs):
     x, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
@@ -206,7 +201,7 @@ def hscore(
     if stats is not None:
         _validation.check_stats(stats, name="hscore", features=features, labels=labels)
         return _hscore_stats(stats)
-    _require_data("hscore", features, labels)
+    _validation.data_or_stats(features, labels, None, name="hscore")
     x, y, c = _prepare("hscore", features, labels, num_classes, dtype, check_inputs)
     return _hscore(x, y, num_classes=c)
 
@@ -295,7 +290,7 @@ def shrinkage_hscore(
         name = "shrinkage_hscore"
         _validation.check_stats(stats, name=name, features=features, labels=labels)
         return _shrinkage_hscore_stats(stats, stats.num_features if width is None else width)
-    _require_data("shrinkage_hscore", features, labels)
+    _validation.data_or_stats(features, labels, None, name="shrinkage_hscore")
     x, y, c = _prepare("shrinkage_hscore", features, labels, num_classes, dtype, check_inputs)
     w = x.shape[1] if width is None else width
     return _shrinkage_hscore(x, y, w, num_classes=c)

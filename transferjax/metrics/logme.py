@@ -171,15 +171,12 @@ def logme(
       True
     """
     name = "logme"
+    _validation.data_or_stats(features, labels, stats, name=name)
     if stats is not None:
-        if features is not None or labels is not None:
-            raise ValueError(f"{name}: pass either features and labels, or stats=, not both")
         if not isinstance(stats, FeatureStats):
             raise TypeError(f"{name}: stats must be a FeatureStats, got {type(stats).__name__}")
         w = stats.num_features if width is None else width
         return _logme_stats(stats, w, tol, max_iter=max_iter)
-    if features is None or labels is None:
-        raise ValueError(f"{name}: features and labels are required (or stats=)")
     x, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
         dtype=dtype,

@@ -836,9 +836,9 @@ def nleep(
     _check_scalar(energy, arg="energy", lo=0.0, hi=1.0, lo_open=True)
     _check_scalar(reg_covar, arg="reg_covar", lo=0.0)
     _check_scalar(tol, arg="tol", lo=0.0)
+    _validation.data_or_stats(features, labels, stats, name=_NAME,
+                              hint="stats= with second_pass=")
     if stats is not None:
-        if features is not None or labels is not None:
-            raise ValueError(f"{_NAME}: pass either features and labels, or stats=, not both")
         if num_classes is not None and int(num_classes) != stats.num_classes:
             raise ValueError(
                 f"{_NAME}: num_classes={num_classes} but the stats have {stats.num_classes}"
@@ -848,8 +848,6 @@ def nleep(
             reg_covar=reg_covar, tol=tol, max_iter=max_iter, init=init, chunk_size=chunk_size,
             check_inputs=check_inputs,
         )
-    if features is None or labels is None:
-        raise ValueError(f"{_NAME}: features and labels are required (or stats= with second_pass=)")
     if check_inputs:
         features = _validation.check_features(features, name=_NAME)
         n = features.shape[0]

@@ -447,14 +447,12 @@ def sfda(
       >>> bool(tj.sfda(good, y) > tj.sfda(rng.normal(size=(120, 8)), y))
       True
     """
+    _validation.data_or_stats(features, labels, stats, name="sfda",
+                              hint="stats= with second_pass=")
     if stats is not None:
-        if features is not None or labels is not None:
-            raise ValueError("sfda: pass either features and labels, or stats=, not both")
         return _sfda_streamed(
             stats, second_pass, width, shrinkage, chunk_size=chunk_size, check_inputs=check_inputs
         )
-    if features is None or labels is None:
-        raise ValueError("sfda: features and labels are required (or stats= with second_pass=)")
     x, y, c = _prepare(
         features, labels, name="sfda", num_classes=num_classes, check_inputs=check_inputs,
         dtype=dtype,
