@@ -36,6 +36,10 @@ def test_golden_regression(case, precision):
     np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
 
 
+# one compile per chunk shape instead of one per primitive (test time)
+_feature_stats = jax.jit(tj.feature_stats, static_argnames=("num_classes",))
+
+
 @pytest.mark.parametrize("case", _golden.cases("logme.json", include_hub=False))
 def test_golden_from_stats(case, precision):
     """Statistics merged from uneven chunks give the golden score (Gram path, exact in x64)."""
@@ -45,7 +49,7 @@ def test_golden_from_stats(case, precision):
     c = int(y.max()) + 1
     bounds = [0, 37, len(y) // 2, len(y)]
     parts = [
-        tj.feature_stats(jnp.asarray(f[a:b], dt), jnp.asarray(y[a:b]), num_classes=c)
+        _feature_stats(jnp.asarray(f[a:b], dt), jnp.asarray(y[a:b]), num_classes=c)
         for a, b in zip(bounds[:-1], bounds[1:])
     ]
     stats = parts[0]
