@@ -67,6 +67,8 @@ class TTAOptimizeResult:
       feature_map: ``(A [d, d], b [d], Ā [d, d])``; pass it back to :func:`tta_bound` as is.
       bound: :class:`TTABound` at the learned transforms.
       losses: ``[steps]`` training objective per step.
+      plan_iterations: ``[steps, 2]`` Sinkhorn iterations per step of the class-level and the
+        point-level transport (a step at ``plan_max_iter`` used an unconverged, rounded plan).
     """
 
     prior: Array
@@ -74,6 +76,7 @@ class TTAOptimizeResult:
     feature_map: tuple
     bound: TTABound
     losses: Array
+    plan_iterations: Array
 
 
 # ------------------------------------------------------------------------ optimal transport
@@ -143,6 +146,99 @@ def _rounded_plan(c0, allowed, a, b, f, g, eps):
     c = jnp.sum(p, axis=0)
     p = p * jnp.where(c > b, safe_div(b, c), 1.0)[None, :]
     return p, a - jnp.sum(p, axis=1), b - jnp.sum(p, axis=0)
+
+
+def _sinkhorn_scaling(cost, allowed, a, b, eps_target, tol, omega, *, max_iter,
+                      stage_iter=None):
+    """Stabilised kernel-form Sinkhorn with ε-scaling and over-relaxation (forward only).
+
+    The same fixed point as :func:`_sinkhorn_potentials`, computed the cheap way (Schmitzer,
+    "Stabilized sparse scaling algorithms for entropy regularized transport problems", SIAM J.
+    Sci. Comput. 2019): the potentials ``(f, g)`` are absorbed into a kernel ``K = exp((f ⊕ g −
+    C)/ε)``, exponentiated once per stage; inside a stage an iteration is two matrix-vector
+    products, ``u ← (a/Kv)^ω u^(1−ω)`` and ``v ← (b/Kᵀu)^ω v^(1−ω)`` (in logs), instead of two
+    log-sum-exps over the matrix. A stage ends when the row error (L1, relative) is below 1%
+    (then ``ε`` halves, from the largest allowed cost down to ``eps_target``), when ``u`` or
+    ``v`` leave ``[e^-30, e^30]`` (absorbed, same ``ε``), or at the end: row error ``<= tol``
+    at ``eps_target``, or ``max_iter`` iterations in all. The kernel stays out of the loop
+    carries (one stage = one inner ``while_loop`` that closes over it), so an iteration costs
+    two reads of it and no copies.
+
+    Returns ``(P, iterations)``: the unrounded plan ``diag(u) K diag(v)`` (zero off ``allowed``
+    and on zero-mass rows/columns).
+    """
+    dt = cost.dtype
+    va, vb = a > 0, b > 0
+    allowed = allowed & va[:, None] & vb[None, :]
+    c0 = jnp.where(allowed, cost, 0.0)
+    scale = jnp.maximum(jnp.max(c0), eps_target)
+    mass = jnp.sum(a)
+    la = jnp.log(jnp.where(va, a, 1.0))
+    lb = jnp.log(jnp.where(vb, b, 1.0))
+    limit = jnp.asarray(30.0, dt)
+    stage_iter = max_iter if stage_iter is None else stage_iter
+
+    def kernel(f, g, eps):
+        return jnp.where(allowed, jnp.exp((f[:, None] + g[None, :] - c0) / eps), 0.0)
+
+    def row_error(k, lu, lv):
+        kv = matmul(k, jnp.exp(lv))
+        return jnp.sum(jnp.where(va, jnp.abs(jnp.exp(lu) * kv - a), 0.0)) / mass, kv
+
+    def relaxed(old, log_ratio, valid):
+        return jnp.where(valid, (1 - omega) * old + omega * log_ratio, 0.0)
+
+    def stage(state):
+        it, f, g, eps, lu, lv, halve, _ = state
+        f = jnp.where(va, f + eps * lu, 0.0)
+        g = jnp.where(vb, g + eps * lv, 0.0)
+        eps = jnp.where(halve, jnp.maximum(0.5 * eps, eps_target), eps)
+        k = kernel(f, g, eps)
+        final = eps <= eps_target
+        goal = jnp.where(final, tol, 1e-2)
+        last = jnp.where(final, max_iter, jnp.minimum(it + stage_iter, max_iter))
+
+        def big(lu, lv):
+            return (jnp.max(jnp.abs(lu)) > limit) | (jnp.max(jnp.abs(lv)) > limit)
+
+        def going(inner):
+            it, lu, lv, err = inner
+            return (err > goal) & (it < last) & ~big(lu, lv)
+
+        def scale_once(inner):
+            it, lu, lv, _ = inner
+            _, kv = row_error(k, lu, lv)
+            lu = relaxed(lu, la - jnp.log(jnp.where(kv > 0, kv, 1.0)), va)
+            ktu = matmul(jnp.exp(lu), k)
+            lv = relaxed(lv, lb - jnp.log(jnp.where(ktu > 0, ktu, 1.0)), vb)
+            err, _ = row_error(k, lu, lv)
+            return it + 1, lu, lv, err
+
+        zu, zv = jnp.zeros_like(lu), jnp.zeros_like(lv)
+        err0, _ = row_error(k, zu, zv)
+        it, lu, lv, err = lax.while_loop(going, scale_once, (it, zu, zv, err0))
+        done = (final & (err <= tol)) | (it >= max_iter) | ~jnp.isfinite(err)
+        # the next stage halves ε unless this one only stopped to absorb large scalings
+        halve = ~final & ((err <= goal) | (it >= last))
+        return it, f, g, eps, lu, lv, halve, done
+
+    zf, zg = jnp.zeros_like(a), jnp.zeros_like(b)
+    state = (jnp.asarray(0, jnp.int32), zf, zg, scale, zf, zg, jnp.asarray(False),
+             jnp.asarray(False))
+    it, f, g, eps, lu, lv, _, _ = lax.while_loop(lambda s: ~s[7], stage, state)
+    return jnp.exp(lu)[:, None] * kernel(f, g, eps) * jnp.exp(lv)[None, :], it
+
+
+def _round_to_marginals(p, a, b):
+    """The rounding of Altschuler, Weed & Rigollet (2017): scale rows, then columns, down to
+    their masses, and spread the missing mass as a rank-one term, so ``P 1 = a`` and ``Pᵀ1 = b``
+    exactly (to rounding) while ``P`` moves by at most the marginal error."""
+    r = jnp.sum(p, axis=1)
+    p = p * jnp.where(r > a, safe_div(a, r), 1.0)[:, None]
+    c = jnp.sum(p, axis=0)
+    p = p * jnp.where(c > b, safe_div(b, c), 1.0)[None, :]
+    ea, eb = a - jnp.sum(p, axis=1), b - jnp.sum(p, axis=0)
+    return p + safe_div(ea[:, None] * eb[None, :], jnp.sum(ea))
 
 
 def transport_cost(
@@ -681,7 +777,7 @@ def _batch(key, labels, counts, weights, batch, size):
 
 
 
-def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, *, cs, ct, ot_iter):
+def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, tol, *, cs, ct, ot_iter):
     """Transport plan for ``feat + λ·lab[ys, yt]`` in the reference's regime ``λ ≫ feat``.
 
     With λ = 1e6 the exact plan is lexicographic: the class-pair masses solve the small
@@ -690,30 +786,34 @@ def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, *, cs, ct, ot_iter):
     class-pair masses are fixed by the class masses, so a constant label cost per pair does not
     move the point-level plan). Solving the two levels apart keeps every cost well scaled: in
     float32 the combined cost (~1e6) leaves the feature part ~0.1 of resolution.
+
+    The class level is solved to ``ε = 1e-3`` (label costs lie in ``[0, √2]``; smaller ε stalls
+    in float32), so class pairs within ~0.01 of a tie are all kept and the features decide
+    between them. Returns the plan and the Sinkhorn iterations of both levels.
     """
     dt = feat.dtype
     u = jax.ops.segment_sum(a, ys, cs)
     v = jax.ops.segment_sum(b, yt, ct)
     every = jnp.ones((cs, ct), bool)
-    f, g, eps, ok, c0 = _sinkhorn_potentials(lab, every, u, v, jnp.asarray(1e-5, dt), 1e-4, 1.5,
-                                             max_iter=400)
-    q = jnp.where(ok, jnp.exp((f[:, None] + g[None, :] - c0) / eps), 0.0)
+    q, it_c = _sinkhorn_scaling(lab, every, u, v, jnp.asarray(1e-3, dt), 1e-4, 1.5,
+                                max_iter=5000)
     tight = q >= 1e-4 * jnp.minimum(u[:, None], v[None, :])
     allowed = tight[ys][:, yt]
     mean_feat = safe_div(jnp.sum(jnp.where(allowed, a[:, None] * b[None, :] * feat, 0.0)),
                          jnp.sum(jnp.where(allowed, a[:, None] * b[None, :], 0.0)), 1.0)
-    eps_target = eps_rel * mean_feat
-    f, g, eps, ok, c0 = _sinkhorn_potentials(feat, allowed, a, b, eps_target, 1e-3, 1.8,
-                                             max_iter=ot_iter)
-    plan, ea, eb = _rounded_plan(c0, ok, a, b, f, g, eps)
-    return plan + safe_div(ea[:, None] * eb[None, :], jnp.sum(ea))
+    plan, it_p = _sinkhorn_scaling(feat, allowed, a, b, eps_rel * mean_feat, tol, 1.5,
+                                   max_iter=ot_iter, stage_iter=40)
+    # a diverged solve (non-finite scalings) falls back to the rounding of the zero plan: the
+    # independent coupling a bᵀ, so a step never takes a NaN gradient
+    plan = jnp.where(jnp.all(jnp.isfinite(plan)), plan, 0.0)
+    return _round_to_marginals(plan, a, b), jnp.stack([it_c, it_p])
 
 
 def _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, *, cs, ct, steps, batch, ot_iter):
     dt = xs.dtype
     ns, d = xs.shape
     nt = xt.shape[0]
-    lam_label, lam_wd, lam_pm, lam_ic, lr, lr_d, eps_rel = hp
+    lam_label, lam_wd, lam_pm, lam_ic, lr, lr_d, eps_rel, plan_tol = hp
     cnt_s = jnp.bincount(ys, length=cs)
     cnt_t = jnp.bincount(yt, length=ct)
     pi_s = cnt_s.astype(dt) / ns
@@ -766,15 +866,17 @@ def _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, *, cs, ct, steps, ba
         lab = jnp.sqrt(jnp.maximum(jnp.sum(bmat**2, axis=0)[:, None] - 2.0 * bmat.T + 1.0, 0.0))
         a = v_s.astype(dt) / jnp.sum(v_s)
         bw = v_t.astype(dt) / jnp.sum(v_t)
-        plan = _label_dominated_plan(lax.stop_gradient(feat), lax.stop_gradient(lab), ys[i_s],
-                                     yt[i_t], a, bw, eps_rel, cs=cs, ct=ct, ot_iter=ot_iter)
+        plan, iters = _label_dominated_plan(lax.stop_gradient(feat), lax.stop_gradient(lab),
+                                            ys[i_s], yt[i_t], a, bw, eps_rel, plan_tol,
+                                            cs=cs, ct=ct,
+                                            ot_iter=ot_iter)
         plan = lax.stop_gradient(plan)
         loss, grads = jax.value_and_grad(loss_fn)(p, xb, yb_oh, xtb, ytb_oh, plan)
         updates, st = opt.update(grads, st, p)
-        return (optax.apply_updates(p, updates), st), loss
+        return (optax.apply_updates(p, updates), st), (loss, iters)
 
-    (params, _), losses = lax.scan(step, (params, state), jax.random.split(key, steps))
-    return params, losses
+    (params, _), (losses, iters) = lax.scan(step, (params, state), jax.random.split(key, steps))
+    return params, losses, iters
 
 
 _optimize = jax.jit(_optimize_kernel, static_argnames=("cs", "ct", "steps", "batch", "ot_iter"))
@@ -801,6 +903,7 @@ def tta_optimize(
     prior_init: str = "reference",
     label_map_init: ArrayLike | None = None,
     plan_eps_rel: float = 1e-2,
+    plan_tol: float = 1e-3,
     plan_max_iter: int = 300,
     eps_rel: float = 1e-3,
     ot_max_iter: int = 3000,
@@ -830,9 +933,10 @@ def tta_optimize(
       squared ones. Deviations: the plan is the ``λ_label → ∞`` limit of POT's exact EMD
       (what λ = 1e6 gives unless the class-level problem has near-ties): class-pair masses from
       a small ``[z, c]`` transport under the label cost, then an entropic point-level plan on the
-      feature cost inside those class pairs (Sinkhorn down to ``plan_eps_rel`` times the mean
-      feature cost, at most ``plan_max_iter`` iterations, rounded to the marginals), so float32
-      keeps the feature costs resolved; ``label_cost`` only weighs the loss; the variable-size
+      feature cost inside those class pairs (stabilised kernel-form Sinkhorn, ε-scaled down to
+      ``plan_eps_rel`` times the mean feature cost, at most 40 iterations per ε and
+      ``plan_max_iter`` in all, stopped at row error ``plan_tol``, rounded to the marginals; the
+      iterations are in ``plan_iterations``), so float32 keeps the feature costs resolved; ``label_cost`` only weighs the loss; the variable-size
       batch lives in a fixed buffer with zero-mass padding; RNG streams are JAX's, so runs are
       not bitwise those of the reference. The bound is evaluated on the sets passed (the
       reference evaluates on its test splits).
@@ -867,7 +971,7 @@ def tta_optimize(
         the first source batches hold every sample).
       label_map_init: ``[c, z]`` column-stochastic map to start ``B`` from (``B̃₀ = log B₀``);
         ``None`` (default): ``B̃₀ ~ U[0, 1)`` as the reference.
-      plan_eps_rel, plan_max_iter: the per-step transport solver.
+      plan_eps_rel, plan_tol, plan_max_iter: the per-step transport solver.
       eps_rel, ot_max_iter: the final bound's transport solver.
       dtype, check_inputs: as :func:`tta_bound`.
 
@@ -895,7 +999,8 @@ def tta_optimize(
                         head, None, num_target_classes, dtype, check_inputs)
     dt = inp.dtype
     hp = tuple(jnp.asarray(v, dt) for v in (label_cost, lambda_wd, lambda_pm, lambda_ic,
-                                             learning_rate, prior_learning_rate, plan_eps_rel))
+                                             learning_rate, prior_learning_rate, plan_eps_rel,
+                                             plan_tol))
     if prior_init not in ("reference", "empirical"):
         raise ValueError(
             f"{name}: prior_init must be 'reference' or 'empirical', got {prior_init!r}"
@@ -912,7 +1017,7 @@ def tta_optimize(
         b0 = jnp.log(jnp.maximum(b_start, jnp.finfo(dt).tiny))  # softmax(B̃₀, axis=0) = B₀
     random_tau = tau_key is not None
     tol = 1e-6 if dt == np.float64 else 1e-3
-    params, losses = _optimize(
+    params, losses, iters = _optimize(
         inp.xs, inp.ys, inp.xt, inp.yt, inp.w, inp.c, k_loop, b0, d0, hp, cs=inp.cs, ct=inp.ct,
         steps=steps, batch=batch_size, ot_iter=plan_max_iter,
     )
@@ -928,4 +1033,4 @@ def tta_optimize(
         tau_key if random_tau else jax.random.key(0), eps_rel, tol, 1.8, cs=inp.cs, ct=inp.ct,
         random_tau=random_tau, max_iter=ot_max_iter, block=block,
     )
-    return TTAOptimizeResult(dvec, bmat, fmap, out, losses)
+    return TTAOptimizeResult(dvec, bmat, fmap, out, losses, iters)
