@@ -382,14 +382,15 @@ def test_optimize_small_runs_and_traces_once():
 
 
 
-# Minutes of CPU (1001 steps): deselected by default (pyproject addopts `-m "not slow"`); run
+# ~25 s of CPU (1001 steps each): deselected by default (pyproject addopts `-m "not slow"`); run
 # with `pytest -m slow tests/metrics/test_tta.py`.
 _C4_ABOVE_FIXED = (
     "issue 6: with the reference's algorithm the learned bound on c4_imbalanced ends above the "
-    "fixed-transform bound (ours 3.19 vs 3.04; a reference-faithful NumPy/POT loop gives 3.24 at "
-    "seed 2023, and 3.1-3.5 over seeds 0-3): tau is not in the objective and the label map "
-    "follows the random start; the reference's own c1_small result (2.055) is above its fixed "
-    "bound (2.028) too. The spec calls tier B indicative ('<= tier A in most cases')."
+    "fixed-transform bound (ours 3.19 vs 3.04, and 0.20 above the reference's 2.98, at the edge "
+    "of the +-0.2 band; with random-label tau 3.14-3.18; a reference-faithful NumPy/POT loop "
+    "gives 3.24 at seed 2023, and 3.1-3.5 over seeds 0-3): tau is not in the objective and the "
+    "label map follows the random start; the reference's own c1_small result (2.055) is above "
+    "its fixed bound (2.028) too. The spec calls tier B indicative ('<= tier A in most cases')."
 )
 
 
@@ -405,5 +406,5 @@ def test_golden_optimized(name):
     xs, ys, xt, yt, head, bmat = derive_task(x, y)
     fixed = tj.tta_bound(xs, ys, xt, yt, head, label_map=bmat)
     res = tj.tta_optimize(xs, ys, xt, yt, head, steps=1001, key=jax.random.key(2023))
-    assert abs(float(res.bound.bound) - ref["bound"]) <= 0.2  # holds for both cases
+    assert abs(float(res.bound.bound) - ref["bound"]) <= 0.2
     assert float(res.bound.bound) <= float(fixed.bound)
