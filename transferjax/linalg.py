@@ -29,6 +29,7 @@ __all__ = [
     "ledoit_wolf_shrinkage",
     "logdet_eye_plus_gram",
     "pca_scores",
+    "after",
 ]
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -37,6 +38,19 @@ HIGHEST = jax.lax.Precision.HIGHEST
 def matmul(a: Array, b: Array) -> Array:
     """``a @ b`` at full float precision (no TF32/bf16 passes on accelerators)."""
     return jnp.matmul(a, b, precision=HIGHEST)
+
+
+def after(x, *deps):
+    """``x`` itself, but computed only once ``deps`` are (``lax.optimization_barrier``).
+
+    Used to order two LAPACK calls that nothing else orders, such as a fast path and its
+    fallback that ``vmap`` turns into "compute both, select". XLA:CPU may otherwise run them at
+    the same time, and jaxlib's batched LAPACK kernels each block an intra-op pool thread while
+    waiting for their batch items on that same pool: on a 2-core machine a batched Cholesky and a
+    batched ``eigh`` side by side hung ``score_hub("ped_sfda")`` with every pool thread asleep
+    (jax 0.10.2, seen here under a real hub of six 2000×1280 feature sets).
+    """
+    return jax.lax.optimization_barrier((x, deps))[0]
 
 
 def _sym(a: Array) -> Array:
@@ -244,7 +258,7 @@ def logdet_eye_plus_gram(x: Array, scale: Array, *, method: str = "auto") -> Arr
         low = jnp.linalg.cholesky(a)
         return 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)
 
-    def svd():
+    def svd(tall=tall):
         sv = jnp.linalg.svd(tall, compute_uv=False)
         return jnp.sum(jnp.log1p(s[..., None] * sv * sv), axis=-1)
 
@@ -254,7 +268,8 @@ def logdet_eye_plus_gram(x: Array, scale: Array, *, method: str = "auto") -> Arr
         return svd()
     eps = jnp.finfo(x.dtype).eps
     risk = eps * s * _top_eig_estimate(tall)
-    return jax.lax.cond(jnp.all(risk <= 0.05), chol, svd)
+    fast = chol()  # cheap next to the SVD; ordered before it (see `after`)
+    return jax.lax.cond(jnp.all(risk <= 0.05), lambda: fast, lambda: svd(after(tall, fast)))
 
 
 def pca_scores(x: Array, k: int, *, method: str = "gram") -> Array:

@@ -337,6 +337,22 @@ def _cholesky_ok(x, y, s=1e-10):
     return bool(ok)
 
 
+def test_vmapped_fallback_is_ordered_after_the_cholesky():
+    """Under vmap the Cholesky path and its eigh fallback are both computed. linalg.after puts
+    the eigh behind the Cholesky: two batched LAPACK calls side by side hung XLA:CPU's 2-thread
+    pool (score_hub over six 2000×1280 models, jax 0.10.2)."""
+    from transferjax.linalg import after
+
+    fs = np.stack([_data(seed=s)[0] for s in range(2)])
+    _, y = _data()
+    text = str(jax.make_jaxpr(jax.vmap(
+        lambda a: tj.sfda(a, y, num_classes=4, check_inputs=False)))(fs))
+    chol, barrier, eig = (text.find(k) for k in ("cholesky", "optimization_barrier", "eigh"))
+    assert 0 <= chol < barrier < eig
+    x = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(lambda r: after(r, r.sum())))(x), x)
+
+
 def test_cholesky_path_equals_eigen_path(precision):
     """The fast Cholesky classifier and the eigen-decomposition classifier give the same logits."""
     from transferjax.linalg import eigh_psd

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _validation
 from .._dtypes import compute_dtype
 from .._typing import Array, ArrayLike, DTypeLike
-from ..linalg import eigh_psd, gram, matmul, safe_div
+from ..linalg import after, eigh_psd, gram, matmul, safe_div
 from ..registry import register
 from ..stats import FeatureStats, class_residuals, feature_stats, merge_stats
 
@@ -94,7 +94,7 @@ def _fit_scatter(counts, means, n, trace, sw, width, shrinkage, null_tol) -> _FD
     fast, ok = _fit_cholesky(counts, means, n, trace, sw, width, shrinkage)
 
     def slow(_):
-        lam, v = eigh_psd(sw)
+        lam, v = eigh_psd(after(sw, fast))  # never beside the Cholesky (see linalg.after)
         return _fit(counts, means, n, trace, lam, v, width, shrinkage, null_tol)
 
     return jax.lax.cond(ok, lambda _: fast, slow, None)

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _validation
 from .._dtypes import compute_dtype
 from .._typing import Array, ArrayLike, DTypeLike
-from ..linalg import center, logdet_eye_plus_gram, matmul, safe_div
+from ..linalg import after, center, logdet_eye_plus_gram, matmul, safe_div
 from ..registry import register
 from ..stats import FeatureStats, class_block, class_grams, sort_by_class
 
@@ -70,6 +70,7 @@ def _transrate(
     # Per-class terms on class blocks [m, d] cut from the label-sorted rows; classes go through
     # lax.map in chunks of `chunk` (one batched determinant per chunk) to bound memory.
     rows, starts, counts = sort_by_class(z, labels, num_classes, block)
+    rows = after(rows, r_all)  # class determinants after the overall one (see linalg.after)
     per_class = block * d + (block + d) * min(block, d)
     chunk = max(1, min(num_classes, _BLOCK_BUDGET // per_class))
     n_chunks = -(-num_classes // chunk)
@@ -114,20 +115,21 @@ def _logdet_gram(g, s, method):
         low = jnp.linalg.cholesky(jnp.eye(d, dtype=dt) + s * g)
         return 2.0 * jnp.sum(jnp.log(jnp.diagonal(low)))
 
-    def eig(_):
+    def eig(g):
         return jnp.sum(jnp.log1p(s * jnp.maximum(jnp.linalg.eigvalsh(g), 0.0)))
 
     if method == "cholesky":
         return chol(None)
     if method == "svd":
-        return eig(None)
+        return eig(g)
     v = jax.lax.fori_loop(
         0, 12, lambda _, u: safe_div(matmul(g, u), jnp.linalg.norm(matmul(g, u))),
         jnp.full((d,), 1.0 / math.sqrt(d), dt),
     )
     risk = jnp.finfo(dt).eps * s * jnp.dot(v, matmul(g, v))
-    out = jax.lax.cond(risk <= 0.05, chol, eig, None)
-    return jax.lax.cond(jnp.isfinite(out), lambda _: out, eig, None)
+    fast = chol(None)  # the eigenvalues only when it is unsafe or not finite, and after it
+    use_fast = (risk <= 0.05) & jnp.isfinite(fast)
+    return jax.lax.cond(use_fast, lambda _: fast, lambda _: eig(after(g, fast)), None)
 
 
 @jax.jit(static_argnames=("class_weight", "rank_normalize", "method"))
@@ -144,7 +146,7 @@ def _transrate_grams(
         g, u, s = args
         return 0.5 * _logdet_gram(g + jnp.outer(u, u), s, method)
 
-    r_cls = jax.lax.map(rate, (grams, dev, scale))
+    r_cls = jax.lax.map(rate, (after(grams, r_all), dev, scale))  # see linalg.after
     if class_weight == "uniform":
         present = (counts > 0).astype(dt)
         weights = present / jnp.sum(present)
