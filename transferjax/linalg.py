@@ -40,17 +40,25 @@ def matmul(a: Array, b: Array) -> Array:
     return jnp.matmul(a, b, precision=HIGHEST)
 
 
-def after(x, *deps):
-    """``x`` itself, but computed only once ``deps`` are (``lax.optimization_barrier``).
+def after(x: Array, *deps) -> Array:
+    """``x`` itself (bit for bit), but as data that depends on ``deps``, so XLA runs whatever
+    consumes it only after ``deps`` are computed.
 
     Used to order two LAPACK calls that nothing else orders, such as a fast path and its
     fallback that ``vmap`` turns into "compute both, select". XLA:CPU may otherwise run them at
     the same time, and jaxlib's batched LAPACK kernels each block an intra-op pool thread while
     waiting for their batch items on that same pool: on a 2-core machine a batched Cholesky and a
     batched ``eigh`` side by side hung ``score_hub("ped_sfda")`` with every pool thread asleep
-    (jax 0.10.2, seen here under a real hub of six 2000×1280 feature sets).
+    (jax 0.10.2, a real hub of six 2000×1280 feature sets). ``lax.optimization_barrier`` is not
+    enough: XLA:CPU drops it before the thunks are scheduled. The dependency is an exact zero,
+    ``0·(first element of each leaf of deps, zeroed when not finite)``, added to ``x``; XLA does not fold
+    ``0·t`` for floats, and a failed (NaN) fast path cannot leak into ``x``.
     """
-    return jax.lax.optimization_barrier((x, deps))[0]
+    zero = jnp.zeros((), x.dtype)
+    for d in jax.tree_util.tree_leaves(deps):
+        t = jnp.ravel(d)[0].astype(x.dtype)
+        zero = zero + 0.0 * jnp.where(jnp.isfinite(t), t, 0.0)
+    return x + zero
 
 
 def _sym(a: Array) -> Array:

@@ -338,19 +338,24 @@ def _cholesky_ok(x, y, s=1e-10):
 
 
 def test_vmapped_fallback_is_ordered_after_the_cholesky():
-    """Under vmap the Cholesky path and its eigh fallback are both computed. linalg.after puts
-    the eigh behind the Cholesky: two batched LAPACK calls side by side hung XLA:CPU's 2-thread
-    pool (score_hub over six 2000×1280 models, jax 0.10.2)."""
+    """Under vmap the Cholesky path and its eigh fallback are both computed. linalg.after makes
+    the eigh's input depend on the Cholesky's output: two batched LAPACK calls side by side hung
+    XLA:CPU's 2-thread pool (score_hub over six 2000×1280 models, jax 0.10.2). The compiled HLO
+    lists instructions in dependency order; without the dependency it put each eigh first."""
+    import re
+
     from transferjax.linalg import after
 
     fs = np.stack([_data(seed=s)[0] for s in range(2)])
     _, y = _data()
-    text = str(jax.make_jaxpr(jax.vmap(
-        lambda a: tj.sfda(a, y, num_classes=4, check_inputs=False)))(fs))
-    chol, barrier, eig = (text.find(k) for k in ("cholesky", "optimization_barrier", "eigh"))
-    assert 0 <= chol < barrier < eig
+    fn = jax.jit(jax.vmap(lambda a: tj.sfda(a, y, num_classes=4, check_inputs=False)))
+    text = fn.lower(fs).compile().as_text()
+    calls = re.findall(r'custom_call_target="lapack_(spotrf|dpotrf|ssyevd|dsyevd)_ffi"', text)
+    assert calls and calls[0] in ("spotrf", "dpotrf")
+    assert all(a[1:] == "potrf" for a in calls[::2]) and all(b[1:] == "syevd" for b in calls[1::2])
     x = jnp.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(jax.jit(jax.vmap(lambda r: after(r, r.sum())))(x), x)
+    np.testing.assert_array_equal(after(x, jnp.array([jnp.nan])), x)  # a failed dep: still x
 
 
 def test_cholesky_path_equals_eigen_path(precision):
