@@ -9,7 +9,6 @@ import transferjax as tj
 from tests import _golden
 from tests._tol import PAD_RTOL, SAME_RTOL, rtol
 from transferjax.metrics.tta import (
-    _compressed_plan,
     _label_dominated_plan,
     _round_to_marginals,
     _sinkhorn_scaling,
@@ -156,24 +155,6 @@ def _lexicographic_case():
     return cs, ct, ys, yt, feat, lab, np.full(n, 1 / n), np.full(m, 1 / m)
 
 
-def test_compressed_plan_equals_dense():
-    """The block layout (per source point, its class's tight target classes) and the dense
-    masked matrix give the same plan; here source classes 0 and 1 split over two targets."""
-    cs, ct, ys, yt, feat, lab, a, b = _lexicographic_case()
-    tight = np.zeros((cs, ct), bool)
-    tight[[0, 0, 1, 1, 2, 3], [1, 2, 0, 2, 1, 0]] = True  # the exact LP's class pairs
-    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    allowed = jnp.asarray(tight[ys][:, yt])
-    dense, _ = _sinkhorn_scaling(f32(feat), allowed, f32(a), f32(b), 0.02, 1e-4, 1.5,
-                                 max_iter=3000, stage_iter=40)
-    blocks, _ = _compressed_plan(f32(feat), jnp.asarray(tight), jnp.asarray(ys), jnp.asarray(yt),
-                                 f32(a), f32(b), 0.02, 1e-4, ct=ct, degree=2, tsize=7,
-                                 max_iter=3000)
-    assert float(jnp.sum(jnp.where(allowed, 0.0, blocks))) == 0.0
-    np.testing.assert_allclose(blocks, dense, atol=1e-6)
-    np.testing.assert_allclose(blocks.sum(1), a, rtol=1e-3)
-
-
 def test_step_plan_is_the_lexicographic_optimum():
     """λ_label = 1e6 makes the reference's EMD lexicographic: class-pair masses optimal for the
     label cost, then the feature cost inside them. The per-step plan reproduces both levels."""
@@ -189,7 +170,7 @@ def test_step_plan_is_the_lexicographic_optimum():
     plan, iters = _label_dominated_plan(
         jnp.asarray(feat, jnp.float32), jnp.asarray(lab, jnp.float32), jnp.asarray(ys),
         jnp.asarray(yt), jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), 1e-2, 1e-3,
-        cs=cs, ct=ct, ot_iter=300, tsize=7,
+        cs=cs, ct=ct, ot_iter=300,
     )
     plan = np.asarray(plan, np.float64)
     pairs = lambda p: np.eye(cs)[ys].T @ p @ np.eye(ct)[yt]  # noqa: E731

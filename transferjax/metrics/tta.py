@@ -793,51 +793,7 @@ def _batch(key, labels, counts, weights, batch, size):
 
 
 
-def _compressed_plan(feat, tight, ys, yt, a, b, eps_target, tol, *, ct, degree, tsize,
-                     max_iter):
-    """The point-level plan of :func:`_label_dominated_plan` with the kernel stored only on the
-    allowed class pairs: the target batch sorted into a ``[c, tsize]`` class layout and, per
-    source point, the blocks of its class's (at most ``degree``) tight target classes:
-    ``K[k, r, t]`` is ``[n_s, degree, tsize]`` instead of ``[n_s, n_t]``. Once the label map has
-    settled (p1: a tree of ~75 class pairs, ~6% of the dense plan) an iteration reads ~8× less.
-    Same fixed point as the dense solver; the caller checks that the layout holds every allowed
-    entry (class degrees ``<= degree``, target classes ``<= tsize`` points)."""
-    ms, mt = feat.shape
-    key_t = jnp.where(b > 0, yt, ct)  # padding rows of the batch go past the last class
-    counts = jnp.bincount(key_t, length=ct + 1)[:ct]
-    order = jnp.argsort(key_t, stable=True)
-    start = jnp.cumsum(counts) - counts
-    slot = jnp.arange(tsize)
-    pos = order[jnp.clip(start[:, None] + slot[None, :], 0, mt - 1)]  # [c, T] batch positions
-    valid_t = slot[None, :] < counts[:, None]
-    nbr = jnp.argsort(~tight, axis=1, stable=True)[:, :degree]  # tight classes first
-    valid_n = jnp.arange(degree)[None, :] < jnp.sum(tight, axis=1)[:, None]
-    nb = nbr[ys]  # [n_s, R] target classes of each source point's blocks
-    ok = (valid_n[ys][:, :, None] & valid_t[nb]) & (a > 0)[:, None, None]  # [n_s, R, T]
-    cols = pos[nb]  # [n_s, R, T] batch positions of the targets of each block
-    cost = jnp.take_along_axis(feat, cols.reshape(ms, -1), axis=1).reshape(cols.shape)
-    cost = jnp.where(ok, cost, 0.0)
-    b_lay = jnp.where(valid_t, b[pos], 0.0).reshape(-1)  # [c·T]
-    onehot = (jax.nn.one_hot(nb, ct, dtype=feat.dtype) * valid_n[ys][:, :, None]).reshape(-1, ct)
-
-    def kernel(f, g, eps):
-        g_nb = g.reshape(ct, tsize)[nb]
-        return jnp.where(ok, jnp.exp((f[:, None, None] + g_nb - cost) / eps), 0.0)
-
-    def mv(k, v):
-        return jnp.sum(k * v.reshape(ct, tsize)[nb], axis=(1, 2))
-
-    def rmv(k, u):
-        return matmul(onehot.T, (k * u[:, None, None]).reshape(-1, tsize)).reshape(-1)
-
-    f, g, eps, lu, lv, it = _scaling_loop(kernel, mv, rmv, a, b_lay, jnp.max(cost), eps_target,
-                                          tol, 1.5, max_iter=max_iter, stage_iter=40)
-    vals = jnp.exp(lu)[:, None, None] * kernel(f, g, eps) * jnp.exp(lv).reshape(ct, tsize)[nb]
-    rows = jnp.broadcast_to(jnp.arange(ms)[:, None, None], cols.shape)
-    return jnp.zeros_like(feat).at[rows, cols].add(jnp.where(ok, vals, 0.0)), it
-
-
-def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, tol, *, cs, ct, ot_iter, tsize):
+def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, tol, *, cs, ct, ot_iter):
     """Transport plan for ``feat + λ·lab[ys, yt]`` in the reference's regime ``λ ≫ feat``.
 
     With λ = 1e6 the exact plan is lexicographic: the class-pair masses solve the small
@@ -849,11 +805,7 @@ def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, tol, *, cs, ct, ot_i
 
     The class level is solved to ``ε = 1e-3`` (label costs lie in ``[0, √2]``; smaller ε stalls
     in float32), so class pairs within ~0.01 of a tie are all kept and the features decide
-    between them. The point level runs on the allowed blocks only (:func:`_compressed_plan`)
-    when every source class has at most 4 tight target classes and every target class at most
-    ``tsize`` batch points, else (and whenever the blocks would fill more than a quarter of the
-    matrix, a static choice: few or unbalanced classes) on the dense masked matrix. Returns the plan and the Sinkhorn
-    iterations of both levels.
+    between them. Returns the plan and the Sinkhorn iterations of both levels.
     """
     dt = feat.dtype
     u = jax.ops.segment_sum(a, ys, cs)
@@ -866,31 +818,15 @@ def _label_dominated_plan(feat, lab, ys, yt, a, b, eps_rel, tol, *, cs, ct, ot_i
     mean_feat = safe_div(jnp.sum(jnp.where(allowed, a[:, None] * b[None, :] * feat, 0.0)),
                          jnp.sum(jnp.where(allowed, a[:, None] * b[None, :], 0.0)), 1.0)
     eps_target = eps_rel * mean_feat
-    degree = min(ct, 4)
-
-    def dense():
-        return _sinkhorn_scaling(feat, allowed, a, b, eps_target, tol, 1.5, max_iter=ot_iter,
-                                 stage_iter=40)
-
-    if 4 * feat.shape[0] * degree * tsize <= feat.size:  # static: blocks ≤ 1/4 of the matrix
-        fits = (jnp.max(jnp.sum(tight, axis=1)) <= degree) & (
-            jnp.max(jnp.bincount(jnp.where(b > 0, yt, ct), length=ct + 1)[:ct]) <= tsize)
-        plan, it_p = lax.cond(
-            fits,
-            lambda: _compressed_plan(feat, tight, ys, yt, a, b, eps_target, tol, ct=ct,
-                                     degree=degree, tsize=tsize, max_iter=ot_iter),
-            dense,
-        )
-    else:
-        plan, it_p = dense()
+    plan, it_p = _sinkhorn_scaling(feat, allowed, a, b, eps_target, tol, 1.5, max_iter=ot_iter,
+                                   stage_iter=40)
     # a diverged solve (non-finite scalings) falls back to the rounding of the zero plan: the
     # independent coupling a bᵀ, so a step never takes a NaN gradient
     plan = jnp.where(jnp.all(jnp.isfinite(plan)), plan, 0.0)
     return _round_to_marginals(plan, a, b), jnp.stack([it_c, it_p])
 
 
-def _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, *, cs, ct, steps, batch, ot_iter,
-                     tsize):
+def _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, *, cs, ct, steps, batch, ot_iter):
     dt = xs.dtype
     ns, d = xs.shape
     nt = xt.shape[0]
@@ -950,7 +886,7 @@ def _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, *, cs, ct, steps, ba
         plan, iters = _label_dominated_plan(lax.stop_gradient(feat), lax.stop_gradient(lab),
                                             ys[i_s], yt[i_t], a, bw, eps_rel, plan_tol,
                                             cs=cs, ct=ct,
-                                            ot_iter=ot_iter, tsize=tsize)
+                                            ot_iter=ot_iter)
         plan = lax.stop_gradient(plan)
         loss, grads = jax.value_and_grad(loss_fn)(p, xb, yb_oh, xtb, ytb_oh, plan)
         updates, st = opt.update(grads, st, p)
@@ -960,16 +896,7 @@ def _optimize_kernel(xs, ys, xt, yt, w, c, key, b0, d0, hp, *, cs, ct, steps, ba
     return params, losses, iters
 
 
-_optimize = jax.jit(_optimize_kernel,
-                    static_argnames=("cs", "ct", "steps", "batch", "ot_iter", "tsize"))
-
-
-def _target_take(inp, batch):
-    """Static bound of the per-class target batch (``min(m_j, ⌊batch·π_T,j⌋)``, +1 for the
-    float rounding of the product inside the jit)."""
-    counts = np.bincount(np.asarray(inp.yt), minlength=inp.ct)
-    take = np.minimum(counts, np.floor(batch * counts / counts.sum()) + 1)
-    return int(max(take.max(), 1))
+_optimize = jax.jit(_optimize_kernel, static_argnames=("cs", "ct", "steps", "batch", "ot_iter"))
 
 
 def tta_optimize(
@@ -1109,7 +1036,7 @@ def tta_optimize(
     tol = 1e-6 if dt == np.float64 else 1e-3
     params, losses, iters = _optimize(
         inp.xs, inp.ys, inp.xt, inp.yt, inp.w, inp.c, k_loop, b0, d0, hp, cs=inp.cs, ct=inp.ct,
-        steps=steps, batch=batch_size, ot_iter=plan_max_iter, tsize=_target_take(inp, batch_size),
+        steps=steps, batch=batch_size, ot_iter=plan_max_iter,
     )
     dvec = jax.nn.softmax(params["D"])
     bmat = jax.nn.softmax(params["B"], axis=0)
