@@ -51,8 +51,9 @@ def after(x: Array, *deps) -> Array:
     batched ``eigh`` side by side hung ``score_hub("ped_sfda")`` with every pool thread asleep
     (jax 0.10.2, a real hub of six 2000×1280 feature sets). ``lax.optimization_barrier`` is not
     enough: XLA:CPU drops it before the thunks are scheduled. The dependency is an exact zero,
-    ``0·(first element of each leaf of deps, zeroed when not finite)``, added to ``x``; XLA does not fold
-    ``0·t`` for floats, and a failed (NaN) fast path cannot leak into ``x``.
+    ``0·t`` for the first element ``t`` of each leaf of ``deps`` (zeroed when not finite), added
+    to ``x``: XLA does not fold ``0·t`` for floats, and a failed (NaN) fast path cannot leak
+    into ``x``.
     """
     zero = jnp.zeros((), x.dtype)
     for d in jax.tree_util.tree_leaves(deps):
