@@ -107,3 +107,34 @@ def test_bad_hubs():
         tj.score_hub("logme", bad, y)
     with pytest.raises(ValueError, match="at least 2 classes"):
         tj.score_hub("logme", hub, np.zeros_like(y))
+
+
+def test_nleep_hub_compiles_for_the_pca_rank(monkeypatch, key):
+    """score_hub passes NLEEP the group's largest PCA rank (+1, bucketed) as max_dim, not the
+    padded width min(n, d): same scores as one by one; a caller's max_dim wins."""
+    rng = np.random.default_rng(3)
+    n, c = 120, 3
+    y = np.arange(n) % c
+    hub = {}
+    for name, d in (("a", 40), ("b", 60)):
+        basis = rng.normal(size=(3, d))
+        hub[name] = (np.eye(c)[y] * 3 + rng.normal(size=(n, c))) @ basis
+        hub[name] += 1e-3 * rng.normal(size=(n, d))
+    info = METRICS["nleep"]
+    assert info.features_options(list(hub.values()), {}) == {"max_dim": 16}
+    assert info.features_options(list(hub.values()), {"max_dim": 7}) == {}
+    seen = []
+    compiled = hub_mod._compiled
+
+    def spy(*args):
+        seen.append(dict(args[2]))
+        return compiled(*args)
+
+    monkeypatch.setattr(hub_mod, "_compiled", spy)
+    with jax.enable_x64(True):
+        scores = tj.score_hub("nleep", hub, y, key=key)
+        assert [s["max_dim"] for s in seen] == [16]
+        for name, f in hub.items():
+            np.testing.assert_allclose(float(scores[name]), _one(info, f, y, key), rtol=1e-5)
+        tj.score_hub("nleep", hub, y, key=key, max_dim=40)
+        assert seen[-1]["max_dim"] == 40

@@ -221,7 +221,11 @@ def score_hub(
         if mesh is not None:
             spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
             fj, wj = jax.device_put(fj, spec), jax.device_put(wj, spec)
-        fn = _compiled(info.name, targets.num_classes, opts, chunk)
+        group_opts = opts
+        if info.features_options is not None:  # static options read from this bucket's models
+            extra = info.features_options([arrays[i] for i in group], dict(options))
+            group_opts = tuple(sorted({**extra, **options}.items()))
+        fn = _compiled(info.name, targets.num_classes, group_opts, chunk)
         vals = fn(fj, wj, labels_j, key)
         for i, v in zip(group, list(vals)[:m]):
             scores[names[i]] = v

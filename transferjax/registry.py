@@ -34,6 +34,10 @@ class MetricInfo:
       label_options: optional ``f(labels: np.ndarray) -> dict`` of static options derived from
         the concrete labels, which a caller that traces the labels (``score_hub``) passes
         explicitly (e.g. TransRate's block size, the largest class).
+      features_options: optional ``f(features: list[np.ndarray], options: dict) -> dict`` of
+        static options derived from the concrete features of the models that ``score_hub``
+        scores in one compiled call (e.g. NLEEP's mixture dimension, the largest PCA rank);
+        options the caller passes win.
     """
 
     name: str
@@ -45,6 +49,7 @@ class MetricInfo:
     summary: str = ""
     paper: str = ""
     label_options: Callable | None = None
+    features_options: Callable | None = None
 
 
 METRICS: dict[str, MetricInfo] = {}
@@ -60,6 +65,7 @@ def register(
     summary: str = "",
     paper: str = "",
     label_options: Callable | None = None,
+    features_options: Callable | None = None,
 ):
     """Decorator registering a public metric function under ``name`` (once)."""
     bad = set(tasks) - set(TASKS)
@@ -73,7 +79,7 @@ def register(
             raise ValueError(f"metric {name!r} is already registered")
         METRICS[name] = MetricInfo(
             name, fn, tuple(tasks), inputs, higher_is_better, needs_key, summary, paper,
-            label_options,
+            label_options, features_options,
         )
         return fn
 

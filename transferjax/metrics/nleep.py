@@ -672,12 +672,30 @@ def _as_key(key):
     return key
 
 
+def _hub_options(features: list, options: dict) -> dict:
+    """``score_hub``'s static ``max_dim`` for models scored in one vmapped call: the largest PCA
+    rank ``k`` of the group, plus one (a traced ``k`` on the zero-padded features may round the
+    other way at the ``energy`` boundary), bucketed like the eager path. Without it the traced
+    kernel works in ``min(n, d)`` dimensions: on a hub of 2,000 images and widths up to 1,280,
+    a full-covariance EM in 1,280 dimensions where ``k`` is a few dozen."""
+    if options.get("max_dim") is not None:
+        return {}
+    energy = options.get("energy", 0.8)
+    ranks = []
+    for f in features:
+        x = jnp.asarray(f, compute_dtype(f, options.get("dtype")))
+        ranks.append(int(_pca_scores_jit(x, energy)[1]))
+    cap = min(int(np.shape(features[0])[0]), max(int(np.shape(f)[1]) for f in features))
+    return {"max_dim": _dim_bucket(max(ranks) + 1, cap)}
+
+
 @register(
     "nleep",
     tasks=("classification",),
     needs_key=True,
     summary="LEEP on the posteriors of a Gaussian mixture fitted to PCA-reduced features",
     paper="Li et al., CVPR 2021",
+    features_options=_hub_options,
 )
 def nleep(
     features: ArrayLike | None = None,
@@ -744,7 +762,8 @@ def nleep(
         hub) share one compiled program; with traced features (inside ``jit``/``vmap``) the
         kernel works in ``max_dim`` (default ``min(n, d)``) dimensions and zeroes the directions
         beyond the traced ``k`` (exact, but slower); if ``k > max_dim`` only ``max_dim`` are
-        used.
+        used. :func:`~transferjax.score_hub` computes each model's ``k`` eagerly first and
+        passes ``max_dim`` = the bucketed largest ``k + 1`` of the models it scores together.
 
       Streaming: NLEEP **needs per-iteration passes**; it is not a function of sufficient
       statistics. With ``stats=`` the PCA comes from the statistics' centred scatter (``d×d``
