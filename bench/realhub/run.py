@@ -16,7 +16,10 @@ Ground truths per (model, target):
   (b) ``last_stage``: fine-tuning of the last stage + a new head with optax Adam (BN statistics
       frozen, inputs of the last stage cached), the head starting from the linear probe (LP-FT),
       epochs and learning rates fixed, test accuracy at the best validation epoch;
-  (c) full fine-tuning: NOT produced by this script (too costly on the 2-core CPU machine).
+  (c) ``full``: fine-tuning of the whole network + a new head, the recipe of (b) on the images
+      (3 epochs); hours on the 2-core CPU machine, so it runs in chunks: ``--full-minutes M``
+      works for at most about M minutes (plus one epoch), checkpointing every epoch, and a
+      later run resumes; a target enters the (c) table once all its models are done.
 
 Then every registered features metric (``tj.metric_names(inputs="features")``, PED variants
 included) is computed on the train split features and compared with each ground truth by
@@ -25,6 +28,7 @@ weighted Kendall tau (``tj.weighted_kendall_tau``), top-1 relative accuracy, and
     python bench/realhub/run.py                      # full run, writes bench/realhub/RESULTS.md
     python bench/realhub/run.py --tiny --no-write    # smoke run on a small subset
     python bench/realhub/run.py --sizes 600 150 300 --no-finetune --skip nleep   # committed table
+    python bench/realhub/run.py --full-minutes 60    # also an hour of ground truth (c)
     python bench/realhub/run.py --from-json          # rewrite RESULTS.md / .png from scores.json
 
 Features, ground truths and scores (per target and metric, so a stopped run resumes) are cached
@@ -229,21 +233,25 @@ def linear_probe(ftr, ytr, fva, yva, fte, yte, num_classes):
 # ------------------------------------------------------- ground truth (b): last stage + head
 
 
-def finetune_last_stage(
-    model, pre_shape, data_, num_classes, *, epochs, head=None, lr=1e-4, head_lr=1e-3, batch=64
-):
-    """Fine-tune ``model.last_stage`` + a new linear head on cached last-stage inputs.
+def _finetune(model, body, data_, num_classes, *, epochs, head, lr, head_lr, batch,
+              ckpt: Path | None = None, deadline: float = float("inf")):  # fmt: skip
+    """Fine-tune the parameters that ``body(model, x)`` uses + a new linear head; shared by
+    ground truths (b) and (c).
 
-    BatchNorm statistics stay frozen (inference mode); Adam with ``lr`` on the last stage's
-    parameters and ``head_lr`` on the new head, which starts from ``head = (w, b)`` (the linear
-    probe: LP-FT, Kumar et al. 2022) when given; test accuracy (%) at the epoch with the best
-    validation accuracy (epoch 0 = before any step).
+    The head starts from ``head = (w, b)`` (the linear probe: LP-FT, Kumar et al. 2022) when
+    given. Adam with ``lr`` on the model's parameters and ``head_lr`` on the head; BatchNorm
+    statistics frozen (inference mode; their scales and shifts train); ``epochs`` epochs of
+    shuffled batches (the last partial batch dropped); test accuracy (%) at the epoch with the
+    best validation accuracy (epoch 0 = before any step). Not tuned.
+
+    With ``ckpt``: after every epoch the parameters, optimiser state and progress go there and a
+    later call resumes (same shuffles as an uninterrupted run); returns ``None`` when
+    ``time.time()`` passes ``deadline`` before the last epoch (the state is kept).
     """
     import optax
     from flax import nnx
 
-    (htr, ytr), (hva, yva), (hte, yte) = data_
-    htr, hva, hte = (a.reshape((-1,) + pre_shape) for a in (htr, hva, hte))
+    (xtr, ytr), (xva, yva), (xte, yte) = data_
     width = int(model.features(jnp.zeros((1, SIZE, SIZE, 3), jnp.float32)).shape[-1])
 
     class Tuned(nnx.Module):
@@ -251,8 +259,8 @@ def finetune_last_stage(
             self.backbone = backbone
             self.head = nnx.Linear(width, num_classes, rngs=rngs)
 
-        def __call__(self, h):
-            return self.head(self.backbone.last_stage(h).mean(axis=(1, 2)))
+        def __call__(self, x):
+            return self.head(body(self.backbone, x))
 
     net = Tuned(model, nnx.Rngs(SEED))
     if head is not None:
@@ -266,9 +274,9 @@ def finetune_last_stage(
     opt_state = opt.init(params)
 
     @jax.jit
-    def step(params, opt_state, h, y):
+    def step(params, opt_state, x, y):
         def loss(p):
-            logits = nnx.merge(graphdef, p, rest)(h)
+            logits = nnx.merge(graphdef, p, rest)(x)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
         g = jax.grad(loss)(params)
@@ -276,25 +284,73 @@ def finetune_last_stage(
         return optax.apply_updates(params, updates), opt_state
 
     @jax.jit
-    def predict(params, h):
-        return jnp.argmax(nnx.merge(graphdef, params, rest)(h), axis=1)
+    def predict(params, x):
+        return jnp.argmax(nnx.merge(graphdef, params, rest)(x), axis=1)
 
-    def accuracy(params, h, y):
-        preds = [np.asarray(predict(params, h[i : i + 256])) for i in range(0, len(h), 256)]
-        preds = np.concatenate(preds)
-        return 100.0 * float(np.mean(preds == y))
+    def accuracy(params, x, y):
+        preds = [np.asarray(predict(params, x[i : i + 256])) for i in range(0, len(x), 256)]
+        return 100.0 * float(np.mean(np.concatenate(preds) == y))
 
+    if ckpt is not None and ckpt.exists():
+        (params, opt_state), meta = _load_state(ckpt, (params, opt_state))
+    else:
+        val = accuracy(params, xva, yva)
+        meta = {"epoch": 0, "best_val": val, "best_test": accuracy(params, xte, yte)}
     rng = np.random.default_rng(SEED)
-    best_val, best_test = accuracy(params, hva, yva), accuracy(params, hte, yte)
-    n = len(htr) // batch * batch
-    for _ in range(epochs):
-        order = rng.permutation(len(htr))[:n].reshape(-1, batch)
-        for b in order:
-            params, opt_state = step(params, opt_state, htr[b], ytr[b])
-        val = accuracy(params, hva, yva)
-        if val > best_val:
-            best_val, best_test = val, accuracy(params, hte, yte)
-    return best_test
+    n = len(xtr) // batch * batch
+    orders = [rng.permutation(len(xtr))[:n].reshape(-1, batch) for _ in range(epochs)]
+    while meta["epoch"] < epochs:
+        if time.time() > deadline:
+            _save_state(ckpt, (params, opt_state), meta)
+            return None
+        for b in orders[meta["epoch"]]:
+            params, opt_state = step(params, opt_state, xtr[b], ytr[b])
+        val = accuracy(params, xva, yva)
+        if val > meta["best_val"]:
+            meta["best_val"], meta["best_test"] = val, accuracy(params, xte, yte)
+        meta["epoch"] += 1
+        if ckpt is not None:
+            _save_state(ckpt, (params, opt_state), meta)
+    return meta["best_test"]
+
+
+def _save_state(path: Path, tree, meta: dict):
+    """Leaves of ``tree`` and ``meta`` to ``path`` (written to a temporary file, then renamed)."""
+    leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(tree)]
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, *leaves, meta=json.dumps(meta))
+    tmp.replace(path)
+
+
+def _load_state(path: Path, template):
+    with np.load(path) as f:
+        meta = json.loads(str(f["meta"]))
+        leaves = [f[f"arr_{i}"] for i in range(len(f.files) - 1)]
+    treedef = jax.tree_util.tree_structure(template)
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in leaves]), meta
+
+
+def finetune_last_stage(model, pre_shape, data_, num_classes, *, epochs, head=None):
+    """Ground truth (b): :func:`_finetune` of ``model.last_stage`` + a new head on the cached
+    inputs of the last stage (``[n, prod(pre_shape)]``), Adam 1e-4 / 1e-3 (head), batch 64."""
+    data_ = [(h.reshape((-1,) + pre_shape), y) for h, y in data_]
+    return _finetune(model, lambda m, h: m.last_stage(h).mean(axis=(1, 2)), data_, num_classes,
+                     epochs=epochs, head=head, lr=1e-4, head_lr=1e-3, batch=64)  # fmt: skip
+
+
+# ------------------------------------------------------------ ground truth (c): full fine-tuning
+
+FULL_EPOCHS = 3
+FULL_PROTOCOL = 1  # bump when the recipe below changes: cached (c) accuracies are keyed on it
+
+
+def finetune_full(model, data_, num_classes, *, head, ckpt: Path, deadline: float):
+    """Ground truth (c): :func:`_finetune` of every parameter of ``model`` + a new head on the
+    images, the recipe of (b) (LP-FT, Adam 1e-4 / 1e-3, batch 64, BN statistics frozen) for
+    ``FULL_EPOCHS`` epochs, resumable in chunks (``ckpt``, ``deadline``)."""
+    return _finetune(model, lambda m, x: m.features(x), data_, num_classes, epochs=FULL_EPOCHS,
+                     head=head, lr=1e-4, head_lr=1e-3, batch=64, ckpt=ckpt,
+                     deadline=deadline)  # fmt: skip
 
 
 # ------------------------------------------------------------------ metrics and report
@@ -393,8 +449,11 @@ def write_report(path, results, truths, times, args, png, notes=()):
         + ("`last_stage` = fine-tuning of the last stage + a new head (LP-FT, Adam, frozen BN "
            "statistics). " if "last_stage" in truths else "`last_stage` (fine-tuning of the last "
            "stage) was not computed in this run (`--no-finetune`). ")
-        + "Full fine-tuning (ground truth c) was not run (CPU only, no GPU). "
-        "Cells: weighted Kendall tau (`tj.weighted_kendall_tau`, hyperbolic weights) between "
+        + ((f"`full` = fine-tuning of the whole network + a new head (LP-FT, Adam, frozen BN "
+            f"statistics, {FULL_EPOCHS} epochs), run in chunks on this CPU; only the targets "
+            f"where every model is done are shown ({', '.join(truths['full'])}). ")
+           if "full" in truths else "Full fine-tuning (ground truth c) is not in this run. ")
+        + "Cells: weighted Kendall tau (`tj.weighted_kendall_tau`, hyperbolic weights) between "
         "the metric's scores and the accuracies of the 6 models; `tied`: the metric gave every "
         "model the same score (tau undefined); `const. acc.`: every model had the same accuracy "
         "(tau undefined); `sat.`: two or more models got the same score to 1e-5 (the metric "
@@ -408,15 +467,16 @@ def write_report(path, results, truths, times, args, png, notes=()):
         "",
     ]
     for gt in truths:
+        cols = [t for t in results if t in truths[gt]]  # (c) may cover some targets only
         lines += [f"## Weighted Kendall tau vs `{gt}`", ""]
-        head = "| metric | " + " | ".join(results) + " | mean | top-1 rel. acc. | time (s) |"
-        lines += [head, "|" + "---|" * (len(results) + 4)]
+        head = "| metric | " + " | ".join(cols) + " | mean | top-1 rel. acc. | time (s) |"
+        lines += [head, "|" + "---|" * (len(cols) + 4)]
         for m in metrics:
-            ev = [_evaluate(results[t][m], truths[gt][t]) for t in results]
+            ev = [_evaluate(results[t][m], truths[gt][t]) for t in cols]
             cells = " | ".join(e[2] + ("*" if _spread(truths[gt][t]) < 1 else "")
-                               for e, t in zip(ev, results))  # fmt: skip
-            tm = _mean([times[t][m] for t in results], "{:.3f}")
-            kept = [e[0] if _spread(truths[gt][t]) >= 1 else np.nan for e, t in zip(ev, results)]
+                               for e, t in zip(ev, cols))  # fmt: skip
+            tm = _mean([times[t][m] for t in cols], "{:.3f}")
+            kept = [e[0] if _spread(truths[gt][t]) >= 1 else np.nan for e, t in zip(ev, cols)]
             lines.append(
                 f"| {m} | {cells} | {_mean(kept, '{:+.2f}')} | "
                 f"{_mean([e[1] for e in ev], '{:.3f}')} | {tm} |"
@@ -453,10 +513,11 @@ def plot(path, results, truths):
     size = (6 * len(gts), 0.4 * len(metrics) + 2)
     fig, axes = plt.subplots(1, len(gts), figsize=size, squeeze=False)
     for ax, gt in zip(axes[0], gts):
-        ev = [[_evaluate(results[t][m], truths[gt][t]) for t in results] for m in metrics]
+        cols = [t for t in results if t in truths[gt]]
+        ev = [[_evaluate(results[t][m], truths[gt][t]) for t in cols] for m in metrics]
         taus = np.array([[e[0] for e in row] for row in ev])
         im = ax.imshow(taus, cmap="RdBu", vmin=-1, vmax=1)
-        ax.set_xticks(range(len(results)), list(results), rotation=45, ha="right")
+        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
         ax.set_yticks(range(len(metrics)), metrics)
         for i in range(taus.shape[0]):
             for j in range(taus.shape[1]):
@@ -468,6 +529,49 @@ def plot(path, results, truths):
     return path
 
 
+def full_truth(targets, models, splits, sources, feats, args) -> dict:
+    """Ground truth (c) ``{target: {model: accuracy}}`` for the targets whose every model is
+    done: cached pairs, plus new ones (target by target) while ``--full-minutes`` last."""
+    deadline = time.time() + 60.0 * args.full_minutes
+    path = cache_root() / f"truth_full_p{FULL_PROTOCOL}.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    out = {}
+    for t in targets:
+        lab = {part: splits[t.name][part][2] for part in ("train", "val", "test")}
+        c = len(set(t.classes.values()))
+        for name in models:
+            key = f"{t.name}/{t.n_train}/{t.n_val}/{t.n_test}/{name}/{FULL_EPOCHS}"
+            if key in done or time.time() > deadline:
+                continue
+            t0 = time.perf_counter()
+            ckpt = cache_root() / f"full_{_key(key)}.npz"
+            f = feats[t.name][name]
+            head = linear_probe(f["train"], lab["train"], f["val"], lab["val"], f["test"],
+                                lab["test"], c)[1] if not ckpt.exists() else (  # fmt: skip
+                np.zeros((f["train"].shape[1], c), np.float32), np.zeros(c, np.float32))
+            e = zoo.ZOO[name]
+            xs = [data.to_model_input(sources[t.source][split][0][idx], size=SIZE,
+                                      normalization=e.normalization,
+                                      max_value=16 if t.source == "digits" else 255)
+                  for split, idx, _ in (splits[t.name][p] for p in ("train", "val", "test"))]
+            acc = finetune_full(zoo.load(name), [(x, lab[p]) for x, p in
+                                                 zip(xs, ("train", "val", "test"))], c,
+                                head=head, ckpt=ckpt, deadline=deadline)  # fmt: skip
+            took = time.perf_counter() - t0
+            if acc is None:
+                print(f"full {t.name}/{name}: paused after {took:.0f}s", file=sys.stderr)
+                continue
+            done[key] = acc
+            path.write_text(json.dumps(done, indent=1))
+            ckpt.unlink()
+            print(f"full {t.name}/{name}: {acc:.1f} ({took:.0f}s)", file=sys.stderr)
+        accs = {name: done.get(f"{t.name}/{t.n_train}/{t.n_val}/{t.n_test}/{name}/{FULL_EPOCHS}")
+                for name in models}  # fmt: skip
+        if all(a is not None for a in accs.values()):
+            out[t.name] = accs
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="small subset: a smoke run")
@@ -475,6 +579,9 @@ def main(argv=None):
     ap.add_argument("--targets", nargs="*", default=None, help="target names (default: all)")
     ap.add_argument("--epochs", type=int, default=8, help="epochs of last-stage fine-tuning")
     ap.add_argument("--no-finetune", action="store_true", help="skip ground truth (b)")
+    ap.add_argument("--full-minutes", type=float, default=0.0,
+                    help="fine-tune fully (ground truth c) for at most this long, resumable per "
+                         "(model, target) and per epoch; 0: only report the finished targets")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--no-write", action="store_true", help="print instead of writing RESULTS.md")
     ap.add_argument("--out", type=Path, default=HERE, help="folder for RESULTS.md and friends")
@@ -580,6 +687,9 @@ def main(argv=None):
             print(msg, file=sys.stderr)
     if args.no_finetune:
         del truths["last_stage"]
+    full = full_truth(targets, models, splits, sources, feats, args)
+    if full:
+        truths["full"] = full
 
     results, times = {}, {}
     for t in targets:
