@@ -145,7 +145,10 @@ def score_hub(
     over the models of each bucket with each model's true width as a traced integer, so the result
     equals scoring the models one by one (the metrics are padding-invariant; tested for every
     registered features metric). Buckets (see :func:`plan_buckets`) bound both the number of
-    compilations and the padding waste.
+    compilations and the padding waste. Static options that a traced metric cannot derive
+    itself come from the concrete inputs first: from the labels (TransRate's largest class) and
+    from each bucket's features (NLEEP's mixture dimension, the largest PCA rank: it would
+    otherwise work in ``min(n, d)`` dimensions); options passed by the caller win.
 
     Args:
       metric: a registered metric name (``tj.metric_names()``) or its :class:`MetricInfo`.
