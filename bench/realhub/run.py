@@ -342,6 +342,7 @@ def finetune_last_stage(model, pre_shape, data_, num_classes, *, epochs, head=No
 
 FULL_EPOCHS = 3
 FULL_PROTOCOL = 1  # bump when the recipe below changes: cached (c) accuracies are keyed on it
+FULL_TABLE = "full_finetune.json"  # (c) accuracies per pair, committed next to this script
 
 
 def finetune_full(model, data_, num_classes, *, head, ckpt: Path, deadline: float):
@@ -534,7 +535,12 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
     done: cached pairs, plus new ones (target by target) while ``--full-minutes`` last."""
     deadline = time.time() + 60.0 * args.full_minutes
     path = cache_root() / f"truth_full_p{FULL_PROTOCOL}.json"
-    done = json.loads(path.read_text()) if path.exists() else {}
+    done = {}
+    for src in (HERE / FULL_TABLE, path):  # the committed pairs, then this machine's
+        if src.exists():
+            table = json.loads(src.read_text())
+            if table.get("protocol", FULL_PROTOCOL) == FULL_PROTOCOL:
+                done.update(table.get("pairs", table))
     out = {}
     for t in targets:
         lab = {part: splits[t.name][part][2] for part in ("train", "val", "test")}
@@ -562,14 +568,31 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
                 print(f"full {t.name}/{name}: paused after {took:.0f}s", file=sys.stderr)
                 continue
             done[key] = acc
-            path.write_text(json.dumps(done, indent=1))
+            path.write_text(json.dumps(_full_table(done), indent=1))
             ckpt.unlink()
             print(f"full {t.name}/{name}: {acc:.1f} ({took:.0f}s)", file=sys.stderr)
         accs = {name: done.get(f"{t.name}/{t.n_train}/{t.n_val}/{t.n_test}/{name}/{FULL_EPOCHS}")
                 for name in models}  # fmt: skip
         if all(a is not None for a in accs.values()):
             out[t.name] = accs
+    args.full_pairs = done
     return out
+
+
+def _full_table(pairs: dict) -> dict:
+    """The (c) accuracies with how they were made (``FULL_TABLE``: committed, so that a fresh
+    machine resumes from them)."""
+    return {
+        "protocol": FULL_PROTOCOL,
+        "recipe": f"every parameter + a new linear head from the linear probe (LP-FT), Adam "
+        f"1e-4 (backbone) / 1e-3 (head), batch 64, BatchNorm statistics frozen, {FULL_EPOCHS} "
+        "epochs, test accuracy at the best validation epoch; bench/realhub/run.py "
+        "--full-minutes, in chunks",
+        "keys": "target/n_train/n_val/n_test/model/epochs -> test accuracy (%)",
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, "
+        f"jax {jax.__version__}, {jax.devices()[0].platform})",
+        "pairs": dict(sorted(pairs.items())),
+    }
 
 
 def main(argv=None):
@@ -717,6 +740,8 @@ def main(argv=None):
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracies.json").write_text(json.dumps(truths, indent=1))
+    if args.full_pairs:
+        (args.out / FULL_TABLE).write_text(json.dumps(_full_table(args.full_pairs), indent=1))
     (args.out / "scores.json").write_text(json.dumps(out, indent=1))
     png = plot(args.out / "RESULTS.png", results, truths)
     write_report(args.out / "RESULTS.md", results, truths, times, args, png, notes)
