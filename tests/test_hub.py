@@ -121,8 +121,9 @@ def test_nleep_hub_compiles_for_the_pca_rank(monkeypatch, key):
         hub[name] = (np.eye(c)[y] * 3 + rng.normal(size=(n, c))) @ basis
         hub[name] += 1e-3 * rng.normal(size=(n, d))
     info = METRICS["nleep"]
-    assert info.features_options(list(hub.values()), {}) == {"max_dim": 16}
-    assert info.features_options(list(hub.values()), {"max_dim": 7}) == {}
+    padded, _ = tj.pad_features(list(hub.values()))
+    assert info.features_options(padded, {}) == {"max_dim": 16}
+    assert info.features_options(padded, {"max_dim": 7}) == {}
     seen = []
     compiled = hub_mod._compiled
 

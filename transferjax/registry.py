@@ -34,10 +34,10 @@ class MetricInfo:
       label_options: optional ``f(labels: np.ndarray) -> dict`` of static options derived from
         the concrete labels, which a caller that traces the labels (``score_hub``) passes
         explicitly (e.g. TransRate's block size, the largest class).
-      features_options: optional ``f(features: list[np.ndarray], options: dict) -> dict`` of
-        static options derived from the concrete features of the models that ``score_hub``
-        scores in one compiled call (e.g. NLEEP's mixture dimension, the largest PCA rank);
-        options the caller passes win.
+      features_options: optional ``f(padded: np.ndarray [m, n, d], options: dict) -> dict`` of
+        static options derived from the concrete, zero-padded features of the models that
+        ``score_hub`` scores in one compiled call (e.g. NLEEP's mixture dimension, the largest
+        PCA rank); options the caller passes win.
     """
 
     name: str

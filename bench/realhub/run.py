@@ -552,9 +552,10 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
             t0 = time.perf_counter()
             ckpt = cache_root() / f"full_{_key(key)}.npz"
             f = feats[t.name][name]
-            head = linear_probe(f["train"], lab["train"], f["val"], lab["val"], f["test"],
-                                lab["test"], c)[1] if not ckpt.exists() else (  # fmt: skip
-                np.zeros((f["train"].shape[1], c), np.float32), np.zeros(c, np.float32))
+            head = None  # a checkpoint holds the head
+            if not ckpt.exists():
+                head = linear_probe(f["train"], lab["train"], f["val"], lab["val"], f["test"],
+                                    lab["test"], c)[1]  # fmt: skip
             e = zoo.ZOO[name]
             xs = [data.to_model_input(sources[t.source][split][0][idx], size=SIZE,
                                       normalization=e.normalization,

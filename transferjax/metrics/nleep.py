@@ -672,21 +672,22 @@ def _as_key(key):
     return key
 
 
-def _hub_options(features: list, options: dict) -> dict:
-    """``score_hub``'s static ``max_dim`` for models scored in one vmapped call: the largest PCA
-    rank ``k`` of the group, plus one (a traced ``k`` on the zero-padded features may round the
-    other way at the ``energy`` boundary), bucketed like the eager path. Without it the traced
-    kernel works in ``min(n, d)`` dimensions: on a hub of 2,000 images and widths up to 1,280,
-    a full-covariance EM in 1,280 dimensions where ``k`` is a few dozen."""
+def _hub_options(padded: np.ndarray, options: dict) -> dict:
+    """``score_hub``'s static ``max_dim`` for the zero-padded models ``[m, n, d]`` it scores in
+    one vmapped call: their largest PCA rank ``k`` (one vmapped PCA of the same padded input the
+    kernel gets), plus one (a guard against the kernel's fused program rounding ``k`` the other
+    way at the ``energy`` boundary), bucketed like the eager path. Without it the traced kernel
+    works in ``min(n, d)`` dimensions: on a hub of 2,000 images and widths up to 1,280, a
+    full-covariance EM in 1,280 dimensions where ``k`` is a few dozen."""
     if options.get("max_dim") is not None:
         return {}
-    energy = options.get("energy", 0.8)
-    ranks = []
-    for f in features:
-        x = jnp.asarray(f, compute_dtype(f, options.get("dtype")))
-        ranks.append(int(_pca_scores_jit(x, energy)[1]))
-    cap = min(int(np.shape(features[0])[0]), max(int(np.shape(f)[1]) for f in features))
-    return {"max_dim": _dim_bucket(max(ranks) + 1, cap)}
+    x = jnp.asarray(padded, compute_dtype(padded, options.get("dtype")))
+    ranks = _pca_ranks_jit(x, options.get("energy", 0.8))
+    _, n, d = padded.shape
+    return {"max_dim": _dim_bucket(int(jnp.max(ranks)) + 1, min(n, d))}
+
+
+_pca_ranks_jit = jax.jit(jax.vmap(lambda x, energy: _pca_scores(x, energy)[1], (0, None)))
 
 
 @register(
