@@ -1,3 +1,5 @@
+import importlib
+
 import jax
 import numpy as np
 import pytest
@@ -5,6 +7,8 @@ import pytest
 import transferjax as tj
 from transferjax import hub as hub_mod
 from transferjax.registry import METRICS
+
+nleep_mod = importlib.import_module("transferjax.metrics.nleep")
 
 
 def _hub(n=80, widths=(5, 12, 33, 100), c=3, seed=0, regression=False):
@@ -124,6 +128,14 @@ def test_nleep_hub_compiles_for_the_pca_rank(monkeypatch, key):
     padded, _ = tj.pad_features(list(hub.values()))
     assert info.features_options(padded, {}) == {"max_dim": 16}
     assert info.features_options(padded, {"max_dim": 7}) == {}
+    shapes = []
+    ranks_jit = nleep_mod._pca_ranks_jit
+    monkeypatch.setattr(
+        nleep_mod, "_pca_ranks_jit", lambda x, e: shapes.append(x.shape[0]) or ranks_jit(x, e)
+    )
+    # the rank pass honours the hub's batch_size (memory), with the same answer
+    assert info.features_options(padded, {}, batch_size=1) == {"max_dim": 16}
+    assert shapes == [1, 1]
     seen = []
     compiled = hub_mod._compiled
 

@@ -226,7 +226,7 @@ def score_hub(
             fj, wj = jax.device_put(fj, spec), jax.device_put(wj, spec)
         group_opts = opts
         if info.features_options is not None:  # static options read from this bucket's models
-            extra = info.features_options(padded[:m], dict(options))
+            extra = info.features_options(padded[:m], dict(options), batch_size=chunk)
             group_opts = tuple(sorted({**extra, **options}.items()))
         fn = _compiled(info.name, targets.num_classes, group_opts, chunk)
         vals = fn(fj, wj, labels_j, key)

@@ -34,10 +34,12 @@ class MetricInfo:
       label_options: optional ``f(labels: np.ndarray) -> dict`` of static options derived from
         the concrete labels, which a caller that traces the labels (``score_hub``) passes
         explicitly (e.g. TransRate's block size, the largest class).
-      features_options: optional ``f(padded: np.ndarray [m, n, d], options: dict) -> dict`` of
-        static options derived from the concrete, zero-padded features of the models that
-        ``score_hub`` scores in one compiled call (e.g. NLEEP's mixture dimension, the largest
-        PCA rank); options the caller passes win.
+      features_options: optional ``f(padded: np.ndarray [m, n, d], options: dict, *,
+        batch_size: int | None) -> dict`` of static options derived from the concrete,
+        zero-padded features of the models that ``score_hub`` scores in one compiled call (e.g.
+        NLEEP's mixture dimension, the largest PCA rank); ``batch_size`` is the hub's chunk of
+        models (``None``: all ``m`` at once), which the hook honours to bound its memory like
+        the kernel; options the caller passes win.
     """
 
     name: str

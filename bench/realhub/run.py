@@ -535,12 +535,16 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
     done: cached pairs, plus new ones (target by target) while ``--full-minutes`` last."""
     deadline = time.time() + 60.0 * args.full_minutes
     path = cache_root() / f"truth_full_p{FULL_PROTOCOL}.json"
-    done = {}
+    done, made = {}, {}
     for src in (HERE / FULL_TABLE, path):  # the committed pairs, then this machine's
         if src.exists():
             table = json.loads(src.read_text())
             if table.get("protocol", FULL_PROTOCOL) == FULL_PROTOCOL:
-                done.update(table.get("pairs", table))
+                pairs = table.get("pairs", table)
+                done.update(pairs)
+                # where each pair was made (older files name one machine for all)
+                made.update({k: table.get("made_on", {}).get(k, table.get("machine", "?"))
+                             for k in pairs})  # fmt: skip
     out = {}
     for t in targets:
         lab = {part: splits[t.name][part][2] for part in ("train", "val", "test")}
@@ -568,19 +572,26 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
             if acc is None:
                 print(f"full {t.name}/{name}: paused after {took:.0f}s", file=sys.stderr)
                 continue
-            done[key] = acc
-            path.write_text(json.dumps(_full_table(done), indent=1))
+            done[key], made[key] = acc, _machine()
+            path.write_text(json.dumps(_full_table(done, made), indent=1))
             ckpt.unlink()
             print(f"full {t.name}/{name}: {acc:.1f} ({took:.0f}s)", file=sys.stderr)
         accs = {name: done.get(f"{t.name}/{t.n_train}/{t.n_val}/{t.n_test}/{name}/{FULL_EPOCHS}")
                 for name in models}  # fmt: skip
         if all(a is not None for a in accs.values()):
             out[t.name] = accs
-    args.full_pairs = done
+    args.full_pairs = done, made
     return out
 
 
-def _full_table(pairs: dict) -> dict:
+def _machine() -> str:
+    return (
+        f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, "
+        f"jax {jax.__version__}, {jax.devices()[0].platform})"
+    )
+
+
+def _full_table(pairs: dict, made: dict) -> dict:
     """The (c) accuracies with how they were made (``FULL_TABLE``: committed, so that a fresh
     machine resumes from them)."""
     return {
@@ -590,9 +601,9 @@ def _full_table(pairs: dict) -> dict:
         "epochs, test accuracy at the best validation epoch; bench/realhub/run.py "
         "--full-minutes, in chunks",
         "keys": "target/n_train/n_val/n_test/model/epochs -> test accuracy (%)",
-        "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, "
-        f"jax {jax.__version__}, {jax.devices()[0].platform})",
-        "pairs": dict(sorted(pairs.items())),
+        "machine": _machine(),  # the run that wrote this file
+        "pairs": {k: round(float(v), 2) for k, v in sorted(pairs.items())},
+        "made_on": {k: made.get(k, "?") for k in sorted(pairs)},  # the machine of each pair
     }
 
 
@@ -741,8 +752,8 @@ def main(argv=None):
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracies.json").write_text(json.dumps(truths, indent=1))
-    if args.full_pairs:
-        (args.out / FULL_TABLE).write_text(json.dumps(_full_table(args.full_pairs), indent=1))
+    if args.full_pairs[0]:
+        (args.out / FULL_TABLE).write_text(json.dumps(_full_table(*args.full_pairs), indent=1))
     (args.out / "scores.json").write_text(json.dumps(out, indent=1))
     png = plot(args.out / "RESULTS.png", results, truths)
     write_report(args.out / "RESULTS.md", results, truths, times, args, png, notes)

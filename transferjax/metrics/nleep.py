@@ -672,19 +672,27 @@ def _as_key(key):
     return key
 
 
-def _hub_options(padded: np.ndarray, options: dict) -> dict:
+def _hub_options(padded: np.ndarray, options: dict, *, batch_size: int | None = None) -> dict:
     """``score_hub``'s static ``max_dim`` for the zero-padded models ``[m, n, d]`` it scores in
-    one vmapped call: their largest PCA rank ``k`` (one vmapped PCA of the same padded input the
-    kernel gets), plus one (a guard against the kernel's fused program rounding ``k`` the other
-    way at the ``energy`` boundary), bucketed like the eager path. Without it the traced kernel
-    works in ``min(n, d)`` dimensions: on a hub of 2,000 images and widths up to 1,280, a
-    full-covariance EM in 1,280 dimensions where ``k`` is a few dozen."""
+    one vmapped call: their largest PCA rank ``k`` (a vmapped PCA of the same padded input the
+    kernel gets, ``batch_size`` models at a time like the kernel), plus one (a guard against the
+    kernel's fused program rounding ``k`` the other way at the ``energy`` boundary), bucketed
+    like the eager path. Without it the traced kernel works in ``min(n, d)`` dimensions: on a hub
+    of 2,000 images and widths up to 1,280, a full-covariance EM in 1,280 dimensions where ``k``
+    is a few dozen."""
     if options.get("max_dim") is not None:
         return {}
-    x = jnp.asarray(padded, compute_dtype(padded, options.get("dtype")))
-    ranks = _pca_ranks_jit(x, options.get("energy", 0.8))
-    _, n, d = padded.shape
-    return {"max_dim": _dim_bucket(int(jnp.max(ranks)) + 1, min(n, d))}
+    m, n, d = padded.shape
+    step = m if batch_size is None else max(1, min(int(batch_size), m))
+    dtype = compute_dtype(padded, options.get("dtype"))
+    top = 0
+    for start in range(0, m, step):
+        part = padded[start : start + step]
+        if part.shape[0] < step:  # one compiled shape: fill with copies of the last model
+            part = np.concatenate([part, np.repeat(part[-1:], step - part.shape[0], 0)])
+        ranks = _pca_ranks_jit(jnp.asarray(part, dtype), options.get("energy", 0.8))
+        top = max(top, int(jnp.max(ranks)))
+    return {"max_dim": _dim_bucket(top + 1, min(n, d))}
 
 
 _pca_ranks_jit = jax.jit(jax.vmap(lambda x, energy: _pca_scores(x, energy)[1], (0, None)))
