@@ -234,7 +234,8 @@ def linear_probe(ftr, ytr, fva, yva, fte, yte, num_classes):
 
 
 def _finetune(model, body, data_, num_classes, *, epochs, head, lr, head_lr, batch,
-              ckpt: Path | None = None, deadline: float = float("inf")):  # fmt: skip
+              ckpt: Path | None = None, deadline: float = float("inf"),
+              history: list | None = None):  # fmt: skip
     """Fine-tune the parameters that ``body(model, x)`` uses + a new linear head; shared by
     ground truths (b) and (c).
 
@@ -247,6 +248,9 @@ def _finetune(model, body, data_, num_classes, *, epochs, head, lr, head_lr, bat
     With ``ckpt``: after every epoch the parameters, optimiser state and progress go there and a
     later call resumes (same shuffles as an uninterrupted run); returns ``None`` when
     ``time.time()`` passes ``deadline`` before the last epoch (the state is kept).
+
+    ``history``: a list that receives the validation accuracy of epochs 0..``epochs`` (``None``
+    entries for epochs done before a resume by code that did not record them).
     """
     import optax
     from flax import nnx
@@ -295,7 +299,8 @@ def _finetune(model, body, data_, num_classes, *, epochs, head, lr, head_lr, bat
         (params, opt_state), meta = _load_state(ckpt, (params, opt_state))
     else:
         val = accuracy(params, xva, yva)
-        meta = {"epoch": 0, "best_val": val, "best_test": accuracy(params, xte, yte)}
+        meta = {"epoch": 0, "best_val": val, "best_test": accuracy(params, xte, yte),
+                "val": [val]}  # fmt: skip
     rng = np.random.default_rng(SEED)
     n = len(xtr) // batch * batch
     orders = [rng.permutation(len(xtr))[:n].reshape(-1, batch) for _ in range(epochs)]
@@ -306,11 +311,14 @@ def _finetune(model, body, data_, num_classes, *, epochs, head, lr, head_lr, bat
         for b in orders[meta["epoch"]]:
             params, opt_state = step(params, opt_state, xtr[b], ytr[b])
         val = accuracy(params, xva, yva)
+        meta["val"] = meta.get("val", [None] * (meta["epoch"] + 1)) + [val]
         if val > meta["best_val"]:
             meta["best_val"], meta["best_test"] = val, accuracy(params, xte, yte)
         meta["epoch"] += 1
         if ckpt is not None:
             _save_state(ckpt, (params, opt_state), meta)
+    if history is not None:
+        history.extend(meta.get("val", [None] * (epochs + 1)))
     return meta["best_test"]
 
 
@@ -345,13 +353,14 @@ FULL_PROTOCOL = 1  # bump when the recipe below changes: cached (c) accuracies a
 FULL_TABLE = "full_finetune.json"  # (c) accuracies per pair, committed next to this script
 
 
-def finetune_full(model, data_, num_classes, *, head, ckpt: Path, deadline: float):
+def finetune_full(model, data_, num_classes, *, head, ckpt: Path, deadline: float,
+                  history: list | None = None):  # fmt: skip
     """Ground truth (c): :func:`_finetune` of every parameter of ``model`` + a new head on the
     images, the recipe of (b) (LP-FT, Adam 1e-4 / 1e-3, batch 64, BN statistics frozen) for
     ``FULL_EPOCHS`` epochs, resumable in chunks (``ckpt``, ``deadline``)."""
     return _finetune(model, lambda m, x: m.features(x), data_, num_classes, epochs=FULL_EPOCHS,
                      head=head, lr=1e-4, head_lr=1e-3, batch=64, ckpt=ckpt,
-                     deadline=deadline)  # fmt: skip
+                     deadline=deadline, history=history)  # fmt: skip
 
 
 # ------------------------------------------------------------------ metrics and report
@@ -535,7 +544,7 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
     done: cached pairs, plus new ones (target by target) while ``--full-minutes`` last."""
     deadline = time.time() + 60.0 * args.full_minutes
     path = cache_root() / f"truth_full_p{FULL_PROTOCOL}.json"
-    done, made = {}, {}
+    done, made, hist = {}, {}, {}
     for src in (HERE / FULL_TABLE, path):  # the committed pairs, then this machine's
         if src.exists():
             table = json.loads(src.read_text())
@@ -545,6 +554,7 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
                 # where each pair was made (older files name one machine for all)
                 made.update({k: table.get("made_on", {}).get(k, table.get("machine", "?"))
                              for k in pairs})  # fmt: skip
+                hist.update(table.get("val_by_epoch", {}))
     out = {}
     for t in targets:
         lab = {part: splits[t.name][part][2] for part in ("train", "val", "test")}
@@ -565,22 +575,24 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
                                       normalization=e.normalization,
                                       max_value=16 if t.source == "digits" else 255)
                   for split, idx, _ in (splits[t.name][p] for p in ("train", "val", "test"))]
+            history: list = []
             acc = finetune_full(zoo.load(name), [(x, lab[p]) for x, p in
                                                  zip(xs, ("train", "val", "test"))], c,
-                                head=head, ckpt=ckpt, deadline=deadline)  # fmt: skip
+                                head=head, ckpt=ckpt, deadline=deadline,
+                                history=history)  # fmt: skip
             took = time.perf_counter() - t0
             if acc is None:
                 print(f"full {t.name}/{name}: paused after {took:.0f}s", file=sys.stderr)
                 continue
-            done[key], made[key] = acc, _machine()
-            path.write_text(json.dumps(_full_table(done, made), indent=1))
+            done[key], made[key], hist[key] = acc, _machine(), history
+            path.write_text(json.dumps(_full_table(done, made, hist), indent=1))
             ckpt.unlink()
             print(f"full {t.name}/{name}: {acc:.1f} ({took:.0f}s)", file=sys.stderr)
         accs = {name: done.get(f"{t.name}/{t.n_train}/{t.n_val}/{t.n_test}/{name}/{FULL_EPOCHS}")
                 for name in models}  # fmt: skip
         if all(a is not None for a in accs.values()):
             out[t.name] = accs
-    args.full_pairs = done, made
+    args.full_pairs = done, made, hist
     return out
 
 
@@ -591,7 +603,7 @@ def _machine() -> str:
     )
 
 
-def _full_table(pairs: dict, made: dict) -> dict:
+def _full_table(pairs: dict, made: dict, hist: dict) -> dict:
     """The (c) accuracies with how they were made (``FULL_TABLE``: committed, so that a fresh
     machine resumes from them)."""
     return {
@@ -604,6 +616,9 @@ def _full_table(pairs: dict, made: dict) -> dict:
         "machine": _machine(),  # the run that wrote this file
         "pairs": {k: round(float(v), 2) for k, v in sorted(pairs.items())},
         "made_on": {k: made.get(k, "?") for k in sorted(pairs)},  # the machine of each pair
+        # validation accuracy (%) of epochs 0 (the probe head, before any step) .. FULL_EPOCHS,
+        # for the pairs made since it is recorded; the test accuracy is that of the best epoch
+        "val_by_epoch": {k: hist[k] for k in sorted(pairs) if k in hist},
     }
 
 
