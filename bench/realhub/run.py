@@ -498,8 +498,14 @@ def write_report(path, results, truths, times, args, png, notes=()):
         for t, acc in truths[gt].items():
             spread = _spread(acc)
             warn = " **< 1 point: tau is noise**" if spread < 1.0 else ""
-            cells = " | ".join(f"{acc[k]:.1f}" for k in models)
+            cells = " | ".join(f"{acc[k]:.1f}" + ("=" if _kept_start(truths, gt, t, k) else "")
+                               for k in models)  # fmt: skip
             lines.append(f"| {t} | {cells} | {spread:.1f}{warn} |")
+        if any(_kept_start(truths, gt, t, k) for t in truths[gt] for k in truths[gt][t]):
+            lines += ["", "`=`: equal to the probe's accuracy: no epoch of fine-tuning beat the "
+                      "probe head (its start, LP-FT) on validation, so the best-validation rule "
+                      "kept the start (the per-epoch validation accuracies of the pairs made "
+                      "since they are recorded are in `full_finetune.json`)."]  # fmt: skip
         lines.append("")
     errors = sorted({f"`{m}`: {results[t][m]}" for t in results for m in metrics
                      if isinstance(results[t][m], str) and results[t][m] != "not run"})  # fmt: skip
@@ -508,6 +514,14 @@ def write_report(path, results, truths, times, args, png, notes=()):
     if png:
         lines += [f"![table]({png.name})", ""]
     path.write_text("\n".join(lines))
+
+
+def _kept_start(truths, gt, target, model) -> bool:
+    """(c) ``full`` equals (a) ``probe`` to the digit: fine-tuning kept its LP start."""
+    probe = truths.get("probe", {}).get(target, {}).get(model)
+    return gt == "full" and probe is not None and round(truths[gt][target][model], 1) == round(
+        probe, 1
+    )
 
 
 def plot(path, results, truths):
