@@ -476,6 +476,12 @@ def write_report(path, results, truths, times, args, png, notes=()):
         "Time: one `tj.score_hub` call over the hub (after compilation), mean over targets.",
         "",
     ]
+    table = args.out / FULL_TABLE
+    hist = json.loads(table.read_text()).get("val_by_epoch", {}) if table.exists() else {}
+
+    def kept_start(gt, t, k):
+        return _kept_start(truths, gt, t, k, hist)
+
     for gt in truths:
         cols = [t for t in results if t in truths[gt]]  # (c) may cover some targets only
         lines += [f"## Weighted Kendall tau vs `{gt}`", ""]
@@ -498,14 +504,15 @@ def write_report(path, results, truths, times, args, png, notes=()):
         for t, acc in truths[gt].items():
             spread = _spread(acc)
             warn = " **< 1 point: tau is noise**" if spread < 1.0 else ""
-            cells = " | ".join(f"{acc[k]:.1f}" + ("=" if _kept_start(truths, gt, t, k) else "")
+            cells = " | ".join(f"{acc[k]:.1f}" + ("=" if kept_start(gt, t, k) else "")
                                for k in models)  # fmt: skip
             lines.append(f"| {t} | {cells} | {spread:.1f}{warn} |")
-        if any(_kept_start(truths, gt, t, k) for t in truths[gt] for k in truths[gt][t]):
-            lines += ["", "`=`: equal to the probe's accuracy: no epoch of fine-tuning beat the "
-                      "probe head (its start, LP-FT) on validation, so the best-validation rule "
-                      "kept the start (the per-epoch validation accuracies of the pairs made "
-                      "since they are recorded are in `full_finetune.json`)."]  # fmt: skip
+        if any(kept_start(gt, t, k) for t in truths[gt] for k in truths[gt][t]):
+            lines += ["", "`=`: no epoch of fine-tuning beat the probe head (its start, LP-FT) on "
+                      "validation, so the best-validation rule kept the start and the accuracy is "
+                      "the probe's (read from the per-epoch validation accuracies in "
+                      "`full_finetune.json` where recorded, else inferred from an accuracy equal "
+                      "to the probe's)."]  # fmt: skip
         lines.append("")
     errors = sorted({f"`{m}`: {results[t][m]}" for t in results for m in metrics
                      if isinstance(results[t][m], str) and results[t][m] != "not run"})  # fmt: skip
@@ -516,12 +523,18 @@ def write_report(path, results, truths, times, args, png, notes=()):
     path.write_text("\n".join(lines))
 
 
-def _kept_start(truths, gt, target, model) -> bool:
-    """(c) ``full`` equals (a) ``probe`` to the digit: fine-tuning kept its LP start."""
+def _kept_start(truths, gt, target, model, hist: dict) -> bool:
+    """Did (c) ``full`` fine-tuning keep its LP start? From the pair's validation accuracy per
+    epoch (``hist``: ``full_finetune.json``'s ``val_by_epoch``) where recorded, else from an
+    accuracy equal to (a) ``probe``'s to the digit."""
+    if gt != "full":
+        return False
+    for key, vals in hist.items():
+        parts = key.split("/")
+        if parts[0] == target and parts[4] == model and None not in vals:
+            return max(vals[1:]) <= vals[0]
     probe = truths.get("probe", {}).get(target, {}).get(model)
-    return gt == "full" and probe is not None and round(truths[gt][target][model], 1) == round(
-        probe, 1
-    )
+    return probe is not None and round(truths[gt][target][model], 1) == round(probe, 1)
 
 
 def plot(path, results, truths):
