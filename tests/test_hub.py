@@ -128,14 +128,22 @@ def test_nleep_hub_compiles_for_the_pca_rank(monkeypatch, key):
     padded, _ = tj.pad_features(list(hub.values()))
     assert info.features_options(padded, {}) == {"max_dim": 16}
     assert info.features_options(padded, {"max_dim": 7}) == {}
-    shapes = []
-    ranks_jit = nleep_mod._pca_ranks_jit
+    # the rank pass honours the hub's batch_size (memory: one model at a time is a loop of 2),
+    # with the same answer
+    asked = []
+    max_rank = nleep_mod._pca_max_rank
     monkeypatch.setattr(
-        nleep_mod, "_pca_ranks_jit", lambda x, e: shapes.append(x.shape[0]) or ranks_jit(x, e)
+        nleep_mod, "_pca_max_rank", lambda x, e, b: asked.append(b) or max_rank(x, e, b)
     )
-    # the rank pass honours the hub's batch_size (memory), with the same answer
     assert info.features_options(padded, {}, batch_size=1) == {"max_dim": 16}
-    assert shapes == [1, 1]
+    assert asked == [1]
+    loops = [
+        str(jax.make_jaxpr(nleep_mod._pca_max_rank, static_argnums=2)(padded, 0.8, b)).count(
+            "scan["
+        )
+        for b in (None, 1)
+    ]
+    assert loops == [0, 1]
     seen = []
     compiled = hub_mod._compiled
 

@@ -449,9 +449,7 @@ def write_report(path, results, truths, times, args, png, notes=()):
         "# Real-hub benchmark: ranking 6 real checkpoints",
         "",
         f"Produced by `{' '.join(['python bench/realhub/run.py', *_shown(args.argv)])}` on "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}, {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} CPUs, {platform.machine()}, jax {jax.__version__}, "
-        f"{jax.devices()[0].platform}); images resized to {SIZE} px.",
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}, {_machine()}; images resized to {SIZE} px.",
         "",
         *notes,
         "Ground truths: `probe` = linear-probe test accuracy (L2 logistic regression, penalty "
@@ -625,7 +623,7 @@ def full_truth(targets, models, splits, sources, feats, args) -> dict:
 
 def _machine() -> str:
     return (
-        f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, "
+        f"{platform.node() or 'this machine'} ({os.cpu_count()} CPUs, {platform.machine()}, "
         f"jax {jax.__version__}, {jax.devices()[0].platform})"
     )
 
