@@ -9,7 +9,7 @@ check_inputs=True, **options) -> scalar`` and works with traced ``features`` and
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
 __all__ = ["MetricInfo", "register", "get_metric", "metric_names", "METRICS"]
 
@@ -40,6 +40,12 @@ class MetricInfo:
         NLEEP's mixture dimension, the largest PCA rank); ``batch_size`` is the hub's chunk of
         models (``None``: all ``m`` at once), which the hook honours to bound its memory like
         the kernel; options the caller passes win.
+      uses_labels: ``False`` for label-free metrics (RankMe, α-ReQ): ``fn(features, *, width=None,
+        check_inputs=True, **options)``; the hub and the CLI then need no labels.
+      pool_weights: pool-relative metrics (ETran, NCTI) return a dict of raw terms per model; the
+        hub min-max normalises each term across the models ranked together and sums them with these
+        weights (:func:`transferjax.pooling.combine_min_max`).
+      streams: the metric accepts ``stats=`` (sufficient statistics) in place of the data.
     """
 
     name: str
@@ -52,6 +58,9 @@ class MetricInfo:
     paper: str = ""
     label_options: Callable | None = None
     features_options: Callable | None = None
+    uses_labels: bool = True
+    pool_weights: Mapping[str, float] | None = None
+    streams: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {}
@@ -68,6 +77,9 @@ def register(
     paper: str = "",
     label_options: Callable | None = None,
     features_options: Callable | None = None,
+    uses_labels: bool = True,
+    pool_weights: Mapping[str, float] | None = None,
+    streams: bool = False,
 ):
     """Decorator registering a public metric function under ``name`` (once)."""
     bad = set(tasks) - set(TASKS)
@@ -81,7 +93,8 @@ def register(
             raise ValueError(f"metric {name!r} is already registered")
         METRICS[name] = MetricInfo(
             name, fn, tuple(tasks), inputs, higher_is_better, needs_key, summary, paper,
-            label_options, features_options,
+            label_options, features_options, uses_labels,
+            None if pool_weights is None else dict(pool_weights), streams,
         )
         return fn
 
