@@ -10,6 +10,8 @@ from .evaluation import kendall_tau as kendall_tau
 from .evaluation import pearson as pearson
 from .evaluation import top_k_relative_accuracy as top_k_relative_accuracy
 from .evaluation import weighted_kendall_tau as weighted_kendall_tau
+from .hub import aggregate_layers as aggregate_layers
+from .hub import best_layers as best_layers
 from .hub import pad_features as pad_features
 from .hub import plan_buckets as plan_buckets
 from .hub import score_hub as score_hub
@@ -63,6 +65,8 @@ def __getattr__(name):
 __all__ = [
     "FeatureStats",
     "LabelTable",
+    "aggregate_layers",
+    "best_layers",
     "MetricInfo",
     "PEDResult",
     "SFDAEnsemble",

@@ -24,6 +24,10 @@ def compute_dtype(x, dtype: DTypeLike | None = None) -> np.dtype:
     by itself), else float32. Half-precision inputs are upcast.
     """
     if dtype is not None:
-        return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+        dt = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+        if not jnp.issubdtype(dt, jnp.floating):
+            raise TypeError(f"dtype must be a floating dtype, got {dt}")
+        # Half precision is storage, not arithmetic: eigh/Cholesky have no float16 kernels.
+        return np.dtype(jnp.float32) if dt.itemsize < 4 else dt
     del x  # the policy does not depend on the input's own float width
     return np.dtype(jnp.float64 if x64_enabled() else jnp.float32)

@@ -56,7 +56,7 @@ def check_features(features, *, name: str, arg: str = "features", min_n: int = 2
       ValueError: not 2-D, fewer than ``min_n`` rows, zero columns, NaN or inf values.
     """
     x = _as_array(features, name, arg)
-    kind = np.dtype(x.dtype).kind
+    kind = "f" if jnp.issubdtype(x.dtype, jnp.floating) else np.dtype(x.dtype).kind
     if kind not in "fiu":
         raise TypeError(f"{name}: {arg} must be a real numeric array, got dtype {x.dtype}")
     if x.ndim != 2:
@@ -137,22 +137,32 @@ def check_targets(
             )
         return Targets(y, False, int(num_classes))
     yn = np.asarray(y)
+    if n == 0:
+        raise ValueError(f"{name}: {arg} is empty (no samples)")
     lo, hi = int(yn.min()), int(yn.max())
+    if num_classes is not None:
+        check_positive_int(num_classes, name=name, arg="num_classes")
     c = hi + 1 if num_classes is None else int(num_classes)
     if lo < 0 or hi >= c:
         raise ValueError(
             f"{name}: {arg} must be integers in 0..C-1 (C={c}); got min {lo}, max {hi}"
         )
-    counts = np.bincount(yn, minlength=c)
-    present = int((counts > 0).sum())
+    # Count classes without allocating by label value (a label of 2**40 must not allocate).
+    present_labels = np.unique(yn)
+    present = int(present_labels.size)
     if present < 2:
-        raise ValueError(f"{name}: {arg} need at least 2 classes, got {present}")
-    if num_classes is None and present < c:
-        missing = np.flatnonzero(counts == 0)[:10].tolist()
         raise ValueError(
-            f"{name}: {arg} must use every class 0..C-1 (C={c}); classes {missing} have no "
-            f"samples: re-encode the labels as 0..C-1"
+            f"{name}: {arg} need at least 2 classes (integers 0..C-1), got {present}"
         )
+    if num_classes is None and present < c:
+        missing = np.setdiff1d(np.arange(min(c, present + 10)), present_labels)[:10].tolist()
+        raise ValueError(
+            f"{name}: {arg} must use every class 0..C-1 (C={c}, max label {hi}) but only "
+            f"{present} classes occur (e.g. {missing} have no samples): re-encode the labels "
+            f"as 0..C-1"
+        )
+    if c > max(n, 2) and num_classes is not None and c > 2**24:
+        raise ValueError(f"{name}: num_classes={c} is far beyond the {n} samples")
     return Targets(y, False, c)
 
 

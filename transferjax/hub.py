@@ -18,9 +18,10 @@ import numpy as np
 from . import _validation
 from ._dtypes import compute_dtype
 from ._typing import Array, ArrayLike
+from .pooling import combine_min_max
 from .registry import MetricInfo, get_metric
 
-__all__ = ["pad_features", "plan_buckets", "score_hub"]
+__all__ = ["aggregate_layers", "best_layers", "pad_features", "plan_buckets", "score_hub"]
 
 
 def pad_features(features: Sequence[ArrayLike], width: int | None = None, dtype=None):
@@ -108,6 +109,8 @@ def _compiled(metric: str, num_classes, options: tuple, batch_size: int | None):
 
     def one(f, w, labels, key):
         extra = {"key": key} if info.needs_key else {}
+        if not info.uses_labels:
+            return info.fn(f, width=w, check_inputs=False, **kw, **extra)
         return info.fn(
             f, labels, width=w, num_classes=num_classes, check_inputs=False, **kw, **extra
         )
@@ -122,15 +125,45 @@ def _compiled(metric: str, num_classes, options: tuple, batch_size: int | None):
         f = f.reshape((m // batch_size, batch_size) + f.shape[1:])
         w = w.reshape(m // batch_size, batch_size)
         out = jax.lax.map(lambda fw: many(fw[0], fw[1], labels, key), (f, w))
-        return out.reshape(-1)
+        return jax.tree.map(lambda a: a.reshape(-1), out)
 
     return chunked
 
 
+def _flatten_hub(features_by_model, name: str):
+    """``{model: features}`` or ``{model: {layer: features}}`` → flat ``{(model, layer): x}``.
+
+    ``layer`` is ``None`` for a flat hub. Raises ``TypeError`` for anything but a mapping.
+    """
+    if not isinstance(features_by_model, Mapping):
+        raise TypeError(
+            f"{name}: features_by_model must be a mapping {{model: [n, d] features}} or "
+            f"{{model: {{layer: [n, d] features}}}}, got {type(features_by_model).__name__}"
+        )
+    if not features_by_model:
+        raise ValueError(f"{name}: features_by_model is empty")
+    nested = [isinstance(v, Mapping) for v in features_by_model.values()]
+    if any(nested) and not all(nested):
+        raise TypeError(
+            f"{name}: features_by_model mixes models given as arrays and as {{layer: features}} "
+            f"mappings; give every model the same way"
+        )
+    flat = {}
+    for model, v in features_by_model.items():
+        if not nested[0]:
+            flat[(model, None)] = v
+            continue
+        if not v:
+            raise ValueError(f"{name}: model {model!r} has no layers")
+        for layer, x in v.items():
+            flat[(model, layer)] = x
+    return flat, nested[0]
+
+
 def score_hub(
     metric: str | MetricInfo,
-    features_by_model: Mapping[str, ArrayLike],
-    labels: ArrayLike,
+    features_by_model: Mapping[str, ArrayLike] | Mapping[str, Mapping[str, ArrayLike]],
+    labels: ArrayLike | None = None,
     *,
     batch_size: int | None = None,
     max_buckets: int | None = None,
@@ -138,77 +171,115 @@ def score_hub(
     progress: Callable[[int, int], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     **options,
-) -> dict[str, Array]:
-    r"""Score every model of a hub with one metric: ``{name: score}``.
+) -> dict:
+    r"""Score every model (or every layer of every model) of a hub with one metric.
 
     Features of width ``d_m`` are zero-padded to their bucket's width and the metric is ``vmap``-ed
-    over the models of each bucket with each model's true width as a traced integer, so the result
-    equals scoring the models one by one (the metrics are padding-invariant; tested for every
-    registered features metric). Buckets (see :func:`plan_buckets`) bound both the number of
+    over the candidates of each bucket with each candidate's true width as a traced integer, so the
+    result equals scoring the candidates one by one (the metrics are padding-invariant; tested for
+    every registered features metric). Buckets (see :func:`plan_buckets`) bound both the number of
     compilations and the padding waste. Static options that a traced metric cannot derive
     itself come from the concrete inputs first: from the labels (TransRate's largest class) and
     from each bucket's features (NLEEP's mixture dimension, the largest PCA rank: it would
     otherwise work in ``min(n, d)`` dimensions); options passed by the caller win.
 
+    A layer-wise hub ``{model: {layer: features}}`` is scored as one pool of (model, layer)
+    candidates in the same bucketed calls and returned as ``{model: {layer: score}}``
+    (:func:`aggregate_layers` reduces it to one score per model). Pool-relative metrics (ETran,
+    NCTI: registered with ``pool_weights``) compute their raw terms per candidate, then min-max
+    normalise each term over all candidates scored together (:mod:`transferjax.pooling`).
+    Label-free metrics (RankMe, α-ReQ) take ``labels=None``.
+
     Args:
       metric: a registered metric name (``tj.metric_names()``) or its :class:`MetricInfo`.
-      features_by_model: ``{name: [n, d_m]}``, same ``n`` for all, widths may differ. For metrics
-        reading source probabilities / source labels, the per-model arrays are those instead (scored
-        one by one).
-      labels: ``[n]`` integer labels (or float targets where the metric supports regression).
-      batch_size: at most this many models are scored at once per bucket (``lax.map`` over chunks
-        of a ``vmap``): bounds memory for large hubs. ``None``: the whole bucket at once.
+      features_by_model: ``{name: [n, d_m]}`` or ``{name: {layer: [n, d_ml]}}``, same ``n`` for
+        all, widths may differ. For metrics reading source probabilities / source labels, the
+        per-model arrays are those instead (scored one by one).
+      labels: ``[n]`` integer labels (or float targets where the metric supports regression);
+        ``None`` for label-free metrics.
+      batch_size: at most this many candidates are scored at once per bucket (``lax.map`` over
+        chunks of a ``vmap``): bounds memory for large hubs. ``None``: the whole bucket at once.
       max_buckets: at most this many distinct padded widths (compilations); ``1`` pads everything
         to the widest model.
       key: PRNG key for metrics that need one (the same key is used for every model, so a model's
         score does not depend on its position in the hub).
-      progress: optional callback ``progress(done_models, total_models)`` called after each bucket.
+      progress: optional callback ``progress(done, total)`` (candidates) called after each bucket.
       mesh: shard the model axis over this device mesh's first axis (e.g.
         ``tj.streaming.sample_mesh()`` over all devices): each device scores its share of models.
       **options: keyword options of the metric.
 
     Returns:
-      ``{name: scalar jax.Array}`` in the input order.
+      ``{name: scalar jax.Array}`` in the input order, or ``{name: {layer: scalar}}`` for a
+      layer-wise hub.
 
     Raises:
+      TypeError: ``features_by_model`` is not a mapping; unhashable options.
       ValueError: an empty hub, models with different ``n``, bad features or labels (the
-        metric's own checks), an unknown metric.
+        metric's own checks), missing labels for a metric that uses them, an unknown metric.
     """
     info = get_metric(metric)
     name = f"score_hub[{info.name}]"
-    if not features_by_model:
-        raise ValueError(f"{name}: features_by_model is empty")
+    flat, layered = _flatten_hub(features_by_model, name)
     if info.needs_key and key is None:
         raise ValueError(f"{name}: metric {info.name!r} needs key=")
-    names = list(features_by_model)
-    arrays = [features_by_model[k] for k in names]
+    if info.uses_labels and labels is None:
+        raise ValueError(f"{name}: metric {info.name!r} needs labels")
+    cands = list(flat)
+    arrays = [flat[c] for c in cands]
+    label = [repr(m) if l is None else f"{m!r}/{l!r}" for m, l in cands]
 
     if info.inputs != "features":
-        out = {}
-        for i, (k, a) in enumerate(zip(names, arrays)):
+        raw = []
+        for i, a in enumerate(arrays):
             kw = dict(options, **({"key": key} if info.needs_key else {}))
-            out[k] = info.fn(a, labels, **kw)
+            raw.append(info.fn(a, labels, **kw))
             if progress is not None:
-                progress(i + 1, len(names))
-        return out
+                progress(i + 1, len(cands))
+    else:
+        raw = _score_features(
+            info, name, arrays, label, labels, options, batch_size=batch_size,
+            max_buckets=max_buckets, key=key, progress=progress, mesh=mesh,
+        )
+    if info.pool_weights is not None:
+        pooled = combine_min_max(
+            {c: {t: float(v) for t, v in r.items()} for c, r in zip(cands, raw)},
+            info.pool_weights,
+            name=name,
+        )
+        raw = [jnp.asarray(pooled[c]) for c in cands]
+    if not layered:
+        return {m: r for (m, _), r in zip(cands, raw)}
+    out: dict = {}
+    for (m, l), r in zip(cands, raw):
+        out.setdefault(m, {})[l] = r
+    return out
 
-    for k, a in zip(names, arrays):
-        _validation.check_features(a, name=name, arg=f"features of model {k!r}")
-    _validation.check_same_n(name, **{f"model {k!r}": a for k, a in zip(names, arrays)})
+
+def _score_features(
+    info, name, arrays, label, labels, options, *, batch_size, max_buckets, key, progress, mesh
+) -> list:
+    """Scores (or term dicts) of features candidates, in order, by bucketed vmapped calls."""
+    for k, a in zip(label, arrays):
+        _validation.check_features(a, name=name, arg=f"features of model {k}")
+    _validation.check_same_n(name, **{f"model {k}": a for k, a in zip(label, arrays)})
     n = int(np.shape(arrays[0])[0])
-    targets = _validation.check_targets(
-        labels, n, name=name, allow_regression="regression" in info.tasks
-    )
-    labels_j = jnp.asarray(targets.values)
-    if info.label_options is not None and _validation.is_concrete(targets.values):
-        options = {**info.label_options(np.asarray(targets.values)), **options}
+    num_classes = None
+    labels_j = None
+    if info.uses_labels:
+        targets = _validation.check_targets(
+            labels, n, name=name, allow_regression="regression" in info.tasks
+        )
+        labels_j = jnp.asarray(targets.values)
+        num_classes = targets.num_classes
+        if info.label_options is not None and _validation.is_concrete(targets.values):
+            options = {**info.label_options(np.asarray(targets.values)), **options}
     try:
         opts = tuple(sorted(options.items()))
         hash(opts)
     except TypeError:
         raise TypeError(f"{name}: metric options must be hashable (numbers, strings, tuples)")
     widths = [int(np.shape(a)[1]) for a in arrays]
-    scores: dict[str, Array] = {}
+    scores: dict[int, object] = {}
     done = 0
     for group in plan_buckets(widths, n, max_buckets):
         padded, w = pad_features([arrays[i] for i in group])
@@ -228,11 +299,44 @@ def score_hub(
         if info.features_options is not None:  # static options read from this bucket's models
             extra = info.features_options(padded[:m], dict(options), batch_size=chunk)
             group_opts = tuple(sorted({**extra, **options}.items()))
-        fn = _compiled(info.name, targets.num_classes, group_opts, chunk)
+        fn = _compiled(info.name, num_classes, group_opts, chunk)
         vals = fn(fj, wj, labels_j, key)
-        for i, v in zip(group, list(vals)[:m]):
-            scores[names[i]] = v
+        for j, i in enumerate(group):
+            scores[i] = jax.tree.map(lambda a, j=j: a[j], vals)
         done += m
         if progress is not None:
-            progress(done, len(names))
-    return {k: scores[k] for k in names}
+            progress(done, len(arrays))
+    return [scores[i] for i in range(len(arrays))]
+
+
+def aggregate_layers(
+    scores: Mapping[str, Mapping[str, ArrayLike]], how: str = "best"
+) -> dict[str, float]:
+    """One score per model from a layer-wise hub's ``{model: {layer: score}}``.
+
+    ``how``: ``"best"`` the model's highest layer score (pick the layer, then the model),
+    ``"mean"`` the mean over its layers, ``"last"`` the layer given last (the usual penultimate
+    tap). Returns ``{model: float}``; :func:`best_layers` names the layer ``"best"`` picks.
+
+    Raises:
+      ValueError: an unknown ``how``; a model without layers.
+      TypeError: ``scores`` is not a mapping of mappings.
+    """
+    if how not in ("best", "mean", "last"):
+        raise ValueError(f"aggregate_layers: how must be 'best', 'mean' or 'last', got {how!r}")
+    if not isinstance(scores, Mapping) or not all(isinstance(v, Mapping) for v in scores.values()):
+        raise TypeError("aggregate_layers: scores must be {model: {layer: score}}")
+    out = {}
+    for model, layers in scores.items():
+        if not layers:
+            raise ValueError(f"aggregate_layers: model {model!r} has no layers")
+        vals = [float(v) for v in layers.values()]
+        out[model] = max(vals) if how == "best" else (
+            sum(vals) / len(vals) if how == "mean" else vals[-1]
+        )
+    return out
+
+
+def best_layers(scores: Mapping[str, Mapping[str, ArrayLike]]) -> dict[str, str]:
+    """``{model: layer}`` with the highest score per model (first one on ties)."""
+    return {m: max(layers, key=lambda l: float(layers[l])) for m, layers in scores.items()}

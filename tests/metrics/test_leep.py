@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, SAME_RTOL, rtol
-from transferjax.registry import get_metric
+from tests._tol import GOLDEN_RTOL, rtol
 
 
 def _data(n=90, z=7, c=3, seed=0):
@@ -60,21 +59,6 @@ def test_hard_probabilities_equal_nce():
     np.testing.assert_allclose(tj.leep(hard, y), tj.nce(z, y), rtol=1e-6)
 
 
-def test_jit_equals_eager():
-    theta, y = _data()
-    eager = tj.leep(theta, y)
-    jitted = jax.jit(lambda a, b: tj.leep(a, b, num_classes=3))(theta, y)
-    np.testing.assert_allclose(jitted, eager, rtol=rtol(SAME_RTOL, eager.dtype))
-
-
-def test_vmap_equals_loop():
-    thetas = np.stack([_data(seed=s)[0] for s in range(3)])
-    _, y = _data()
-    batched = jax.vmap(lambda a: tj.leep(a, y, num_classes=3))(thetas)
-    loop = jnp.stack([tj.leep(a, y) for a in thetas])
-    np.testing.assert_allclose(batched, loop, rtol=rtol(SAME_RTOL, loop.dtype))
-
-
 def test_unused_source_class_changes_nothing():
     theta, y = _data()
     extra = np.c_[theta, np.zeros(len(y), np.float32)]
@@ -87,19 +71,6 @@ def test_better_source_scores_higher():
     good, y = _data()
     bad = _data(seed=5)[0]  # same shape, unrelated to y
     assert tj.leep(good, y) > tj.leep(bad, y)
-
-
-def test_float64_under_x64():
-    theta, y = _data()
-    with jax.enable_x64(True):
-        assert tj.leep(theta, y).dtype == jnp.float64
-    assert tj.leep(theta, y).dtype == jnp.float32
-
-
-def test_registry():
-    info = get_metric("leep")
-    assert info.fn is tj.leep and info.inputs == "source_probs"
-    assert info.tasks == ("classification",) and info.higher_is_better
 
 
 _P = np.full((10, 2), 0.5)

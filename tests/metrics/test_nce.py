@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, SAME_RTOL, rtol
-from transferjax.registry import get_metric
+from tests._tol import GOLDEN_RTOL, rtol
 
 
 def _data(n=90, z=7, c=3, seed=0):
@@ -55,37 +54,9 @@ def test_hand_checked():
     np.testing.assert_allclose(tj.nce(np.zeros(4, int), y), -h, rtol=1e-6)
 
 
-def test_jit_equals_eager():
-    z, y = _data()
-    eager = tj.nce(z, y)
-    jitted = jax.jit(lambda a, b: tj.nce(a, b, num_classes=3, num_source_classes=7))(z, y)
-    np.testing.assert_allclose(jitted, eager, rtol=rtol(SAME_RTOL, eager.dtype))
-
-
-def test_vmap_equals_loop():
-    zs = np.stack([_data(seed=s)[0] for s in range(3)])
-    _, y = _data()
-    batched = jax.vmap(lambda a: tj.nce(a, y, num_classes=3, num_source_classes=7))(zs)
-    loop = jnp.stack([tj.nce(a, y, num_source_classes=7) for a in zs])
-    np.testing.assert_allclose(batched, loop, rtol=rtol(SAME_RTOL, loop.dtype))
-
-
 def test_num_source_classes_only_sets_the_table():
     z, y = _data()
     np.testing.assert_allclose(tj.nce(z, y, num_source_classes=40), tj.nce(z, y), rtol=1e-6)
-
-
-def test_float64_under_x64():
-    z, y = _data()
-    with jax.enable_x64(True):
-        assert tj.nce(z, y).dtype == jnp.float64
-    assert tj.nce(z, y).dtype == jnp.float32
-
-
-def test_registry():
-    info = get_metric("nce")
-    assert info.fn is tj.nce and info.inputs == "source_labels"
-    assert info.tasks == ("classification",) and info.higher_is_better
 
 
 _Z = np.arange(10) % 3

@@ -335,6 +335,7 @@ def _disco_streamed(stats, second_pass, *, width, n_groups, center, ncc, method,
     tasks=("classification", "regression"),
     summary="task scores of spectral-component groups weighted by their singular-value share",
     paper="Zhang et al., AAAI 2025",
+    streams=True,
 )
 def disco(
     features: ArrayLike | None = None,

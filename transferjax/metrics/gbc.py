@@ -156,6 +156,7 @@ def _gbc_streamed(stats, second_pass, width, *, gaussian, pca_dim, chunk_size, c
     tasks=("classification",),
     summary="minus the summed Bhattacharyya coefficients between per-class Gaussians",
     paper="Pándy et al., CVPR 2022",
+    streams=True,
 )
 def gbc(
     features: ArrayLike | None = None,

@@ -120,6 +120,7 @@ def _prepare(name, features, labels, num_classes, dtype, check_inputs):
     tasks=("classification",),
     summary="trace of inverse feature covariance times class-mean covariance",
     paper="Bao et al., ICIP 2019",
+    streams=True,
 )
 def hscore(
     features: ArrayLike | None = None,
@@ -211,6 +212,7 @@ def hscore(
     tasks=("classification",),
     summary="H-score with a Ledoit-Wolf shrinkage estimate of the feature covariance",
     paper="Ibrahim et al., ECML-PKDD 2022",
+    streams=True,
 )
 def shrinkage_hscore(
     features: ArrayLike | None = None,

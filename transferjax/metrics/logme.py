@@ -99,6 +99,7 @@ def _logme_stats(stats, width, tol, *, max_iter):
     tasks=("classification", "regression"),
     summary="log maximum evidence of a Bayesian linear model",
     paper="You et al., ICML 2021",
+    streams=True,
 )
 def logme(
     features: ArrayLike | None = None,

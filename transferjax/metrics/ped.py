@@ -397,7 +397,20 @@ def ped_score(
       >>> bool(tj.ped_score(f, y, metric="logme") > tj.logme(f, y))
       True
     """
-    name = "ped_score"
+    return _moved_score(
+        "ped_score", features, labels, metric=metric, metric_options=metric_options,
+        time_step=time_step, exit_ratio=exit_ratio, nsigma=nsigma, constant=constant, eps=eps,
+        max_steps=max_steps, reference_features=reference_features, num_classes=num_classes,
+        width=width, dtype=dtype, check_inputs=check_inputs,
+    )
+
+
+def _moved_score(
+    name, features, labels, *, metric="sfda", metric_options=None, time_step=0.1,
+    exit_ratio=0.5, nsigma=0.6, constant=1.0, eps=1e-3, max_steps=6, reference_features=None,
+    num_classes=None, width=None, dtype=None, check_inputs=True,
+):
+    """:func:`ped_score`'s body; ``name`` is the public function the user called (for errors)."""
     fn = _resolve_metric(metric, name)
     hyper = dict(time_step=time_step, exit_ratio=exit_ratio, nsigma=nsigma, constant=constant,
                  eps=eps)
@@ -443,9 +456,9 @@ def ped_logme(
       >>> tj.ped_logme(f, y).shape
       ()
     """
-    return ped_score(
-        features, labels, metric="logme", num_classes=num_classes, width=width, dtype=dtype,
-        check_inputs=check_inputs, **options,
+    return _moved_score(
+        "ped_logme", features, labels, metric="logme", num_classes=num_classes, width=width,
+        dtype=dtype, check_inputs=check_inputs, **options,
     )
 
 
@@ -476,7 +489,7 @@ def ped_sfda(
       >>> bool(0 <= tj.ped_sfda(f, y) <= 1)
       True
     """
-    return ped_score(
-        features, labels, metric="sfda", num_classes=num_classes, width=width, dtype=dtype,
-        check_inputs=check_inputs, **options,
+    return _moved_score(
+        "ped_sfda", features, labels, metric="sfda", num_classes=num_classes, width=width,
+        dtype=dtype, check_inputs=check_inputs, **options,
     )

@@ -334,6 +334,7 @@ def _prepare(features, labels, *, name, num_classes, check_inputs, dtype):
     tasks=("classification",),
     summary="self-challenging Fisher discriminant: mean true-class posterior after ConfMix",
     paper="Shao et al., ECCV 2022",
+    streams=True,
 )
 def sfda(
     features: ArrayLike | None = None,

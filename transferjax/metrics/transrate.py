@@ -223,6 +223,7 @@ def _transrate_streamed(
     summary="coding rate of the features minus the mean coding rate within classes",
     paper="Huang et al., ICML 2022",
     label_options=lambda y: {"max_class_size": int(np.bincount(np.asarray(y)).max())},
+    streams=True,
 )
 def transrate(
     features: ArrayLike | None = None,
