@@ -59,7 +59,7 @@ def _oracle(f, y, n_groups=10, center=True):
 # ----------------------------------------------------------------------------- golden
 
 
-@pytest.mark.parametrize("case", _golden.cases("disco.json"))
+@pytest.mark.parametrize("case", _golden.cases("disco.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_classification(case, precision):
     name, model, expected = case
     f, y, _ = _golden.load_input(name, model)

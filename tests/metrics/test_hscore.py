@@ -60,7 +60,7 @@ def _np_shrinkage_hscore(f, y):
 NUMPY = {"hscore": _np_hscore, "shrinkage_hscore": _np_shrinkage_hscore}
 
 
-@pytest.mark.parametrize("case", _golden.cases("hscore.json"))
+@pytest.mark.parametrize("case", _golden.cases("hscore.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_hscore(case, precision):
     name, model, expected = case
     f, y, _ = _golden.load_input(name, model)
@@ -69,7 +69,7 @@ def test_golden_hscore(case, precision):
     np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
 
 
-@pytest.mark.parametrize("case", _golden.cases("hscore_reg.json"))
+@pytest.mark.parametrize("case", _golden.cases("hscore_reg.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_shrinkage_hscore(case, precision):
     name, model, expected = case
     f, y, _ = _golden.load_input(name, model)

@@ -32,7 +32,7 @@ def _dt(precision):
 # ---------------------------------------------------------------- golden parity
 
 
-@pytest.mark.parametrize("case", _golden.cases("ped_logme.json"))
+@pytest.mark.parametrize("case", _golden.cases("ped_logme.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_ped_logme(case, precision):
     name, model, expected = case
     f, y, _ = _golden.load_input(name, model)
@@ -42,26 +42,12 @@ def test_golden_ped_logme(case, precision):
 
 
 @needs_sfda
-@pytest.mark.parametrize("case", _golden.cases("ped_sfda.json"))
+@pytest.mark.parametrize("case", _golden.cases("ped_sfda.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_ped_sfda(case, precision):
     name, model, expected = case
     f, y, _ = _golden.load_input(name, model)
     got = tj.ped_score(f, y)  # the reference's default wrapped score is SFDA
     np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
-
-
-def test_golden_hub_through_score_hub():
-    """``score_hub("ped_logme", ...)`` pads the hub's widths: every model matches its golden.
-
-    float32 only: test_hub checks score_hub == one by one for every registered metric in x64.
-    """
-    if not _golden.available():
-        pytest.skip(_golden.MISSING)
-    expected = _golden.load_json("ped_logme.json")["cases"]["hub"]
-    _, y, data = _golden.load_input("hub", "model0")
-    got = tj.score_hub("ped_logme", {m: data[m] for m in expected}, y, max_buckets=1)
-    for m, v in expected.items():
-        np.testing.assert_allclose(float(got[m]), v, rtol=GOLDEN_RTOL[jnp.float32])
 
 
 def test_golden_steps_c1(precision):

@@ -53,7 +53,7 @@ def _sfda_direct(x, y, shrinkage=None):
     return p2[np.arange(n), y].mean()
 
 
-@pytest.mark.parametrize("case", _golden.cases("sfda.json"))
+@pytest.mark.parametrize("case", _golden.cases("sfda.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden(case, precision):
     name, model, expected = case
     f, y, _ = _golden.load_input(name, model)

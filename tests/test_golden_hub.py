@@ -1,0 +1,55 @@
+"""Golden hub parity through :func:`transferjax.score_hub`: the five hub models of the golden
+inputs (widths 16..200 over the same 600 samples) scored in one bucketed, vmapped call must equal
+the reference's value for each model. This is both the parity test of the ``hub`` entries and the
+padding contract on real data (one compile per bucket instead of one per model).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import transferjax as tj
+from transferjax.registry import METRICS
+
+from . import _golden
+from ._tol import GOLDEN_RTOL, rtol
+
+# metric -> (golden file, rtol table, atol); default: "<metric>.json", GOLDEN_RTOL, 0.
+FILES = {"shrinkage_hscore": "hscore_reg.json"}
+TOLERANCE = {"gbc": ({jnp.float32: 1e-3, jnp.float64: 1e-4}, 1e-6)}  # as tests/metrics/test_gbc.py
+# Golden hub values made with other protocols, checked in their own test files: NLEEP's are
+# seeded (a band), TTA's hub entries need a source task, pool-relative metrics pool the hub.
+ELSEWHERE = {"nleep", "tta"}
+
+
+def _hub_metrics():
+    if not _golden.available():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=_golden.MISSING))]
+    out = []
+    for name, info in sorted(METRICS.items()):
+        if info.inputs != "features" or name in ELSEWHERE or info.pool_weights is not None:
+            continue
+        path = _golden.GOLDEN_DIR / FILES.get(name, f"{name}.json")
+        if path.exists() and isinstance(_golden.load_json(path.name)["cases"].get("hub"), dict):
+            out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("metric", _hub_metrics())
+def test_golden_hub_through_score_hub(metric, precision):
+    expected = _golden.load_json(FILES.get(metric, f"{metric}.json"))["cases"]["hub"]
+    data = np.load(_golden.GOLDEN_DIR / "inputs" / "hub.npz")
+    models = [m for m in expected if expected[m] is not None]
+    info = METRICS[metric]
+    labels = data["labels"] if info.uses_labels else None
+    scores = tj.score_hub(metric, {m: data[m] for m in models}, labels, max_buckets=2)
+    table, atol = TOLERANCE.get(metric, (GOLDEN_RTOL, 0.0))
+    dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    for m in models:
+        assert scores[m].dtype == dt
+        np.testing.assert_allclose(
+            float(scores[m]), expected[m], rtol=rtol(table, dt), atol=atol, err_msg=m
+        )
