@@ -104,3 +104,63 @@ def test_finetune_tables():
         assert tj.evaluation.finetune_accuracy("supervised") == ref["supervised"]
     with pytest.raises(ValueError, match="unknown group"):
         tj.evaluation.finetune_accuracy("nope")
+
+
+# ------------------------------------------------------------------ baseline and intervals
+
+
+@pytest.mark.parametrize("group, expected", [("supervised", 0.837), ("self_supervised", 0.701)])
+def test_static_baseline_reproduces_the_published_tables(group, expected):
+    """Leave-one-dataset-out mean accuracy, a ranking that reads no target data, gets a mean
+    weighted τ of 0.837 (supervised) and 0.701 (self-supervised) on the shipped tables."""
+    table = tj.evaluation.finetune_accuracy(group)
+    taus = []
+    for ds, acc in table.items():
+        static = tj.evaluation.static_scores(table, ds)
+        assert set(static) == set(acc)
+        taus.append(tj.evaluate(static, acc, bootstrap=0)["weighted_tau"])
+    assert round(float(np.mean(taus)), 3) == expected
+
+
+def test_static_scores_by_hand_and_errors():
+    table = {"a": {"m1": 90.0, "m2": 80.0}, "b": {"m1": 70.0, "m2": 75.0}, "c": {"m1": 60.0}}
+    assert tj.evaluation.static_scores(table, "a") == {"m1": 65.0, "m2": 75.0}
+    with pytest.raises(ValueError, match="static_scores: target 'z'"):
+        tj.evaluation.static_scores(table, "z")
+    with pytest.raises(ValueError, match="m3"):
+        tj.evaluation.static_scores({"a": {"m3": 1.0}, "b": {"m1": 2.0}}, "a")
+    with pytest.raises(TypeError, match="static_scores"):
+        tj.evaluation.static_scores([1, 2], "a")
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket():
+    rng = np.random.default_rng(0)
+    acc = {f"m{i}": float(v) for i, v in enumerate(rng.uniform(60, 90, 12))}
+    noisy = {m: v + rng.normal(scale=5) for m, v in acc.items()}
+    a = tj.evaluate(noisy, acc, bootstrap=200, seed=1)
+    b = tj.evaluate(noisy, acc, bootstrap=200, seed=1)
+    c = tj.evaluate(noisy, acc, bootstrap=200, seed=2)
+    assert a == b and a["weighted_tau_ci"] != c["weighted_tau_ci"]
+    for key in ("weighted_tau", "kendall_tau", "pearson"):
+        lo, hi = a[f"{key}_ci"]
+        assert -1 <= lo < hi <= 1
+    # a perfect ranking stays perfect on every resample
+    assert tj.evaluate(acc, acc, bootstrap=50)["weighted_tau_ci"][0] == pytest.approx(1.0)
+    assert "weighted_tau_ci" not in tj.evaluate(noisy, acc, bootstrap=0)
+
+
+def test_compare_is_a_paired_probability():
+    rng = np.random.default_rng(0)
+    acc = {f"m{i}": float(v) for i, v in enumerate(rng.uniform(60, 90, 10))}
+    rev = {m: -v for m, v in acc.items()}
+    assert tj.evaluation.compare(acc, rev, acc, bootstrap=100) == 1.0
+    assert tj.evaluation.compare(rev, acc, acc, bootstrap=100) == 0.0
+    assert tj.evaluation.compare(acc, acc, acc, bootstrap=100) == 0.5
+    with pytest.raises(ValueError, match="compare: models not in both"):
+        tj.evaluation.compare(acc, {"m0": 1.0}, acc)
+
+
+@pytest.mark.parametrize("bad", ["90%", None, [1.0]])
+def test_evaluate_rejects_non_numbers(bad):
+    with pytest.raises(TypeError, match=r"evaluate: accuracies\['b'\] must be a real number"):
+        tj.evaluate({"a": 1.0, "b": 2.0}, {"a": 50.0, "b": bad})

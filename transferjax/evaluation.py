@@ -25,6 +25,8 @@ __all__ = [
     "pearson",
     "top_k_relative_accuracy",
     "evaluate",
+    "compare",
+    "static_scores",
     "finetune_accuracy",
 ]
 
@@ -176,24 +178,75 @@ def top_k_relative_accuracy(scores: ArrayLike, accuracies: ArrayLike, k: int = 1
     return jnp.max(y[order[:k]]) / jnp.max(y)
 
 
-def evaluate(
-    scores_by_model: Mapping[str, float], accuracies_by_model: Mapping[str, float], *, k: int = 3
-) -> dict[str, float]:
-    """All the numbers for one hub and dataset, aligning models by name.
-
-    Returns ``{"weighted_tau", "kendall_tau", "pearson", "top1_relative_accuracy",
-    "top{k}_relative_accuracy", "num_models"}`` as Python floats.
-
-    Raises:
-      ValueError: a model scored but without accuracy (or the reverse), named.
-    """
+def _aligned(name, scores_by_model, accuracies_by_model):
+    if not isinstance(scores_by_model, Mapping) or not isinstance(accuracies_by_model, Mapping):
+        raise TypeError(f"{name}: scores and accuracies must be mappings {{model: value}}")
     missing = sorted(set(scores_by_model) ^ set(accuracies_by_model))
     if missing:
-        raise ValueError(f"evaluate: models not in both scores and accuracies: {missing}")
+        raise ValueError(f"{name}: models not in both scores and accuracies: {missing}")
     names = list(scores_by_model)
-    s = [float(scores_by_model[m]) for m in names]
-    a = [float(accuracies_by_model[m]) for m in names]
-    return {
+    out = []
+    for arg, table in (("scores", scores_by_model), ("accuracies", accuracies_by_model)):
+        vals = []
+        for m in names:
+            v = table[m]
+            if isinstance(v, (str, bytes)) or np.ndim(v) != 0:
+                raise TypeError(f"{name}: {arg}[{m!r}] must be a real number, got {v!r}")
+            try:
+                vals.append(float(v))
+            except (TypeError, ValueError):
+                raise TypeError(f"{name}: {arg}[{m!r}] must be a real number, got {v!r}") from None
+        out.append(np.asarray(vals, np.float64))
+    return names, out[0], out[1]
+
+
+def _resamples(m: int, num: int, seed: int) -> np.ndarray:
+    """``[num, m]`` model indices drawn with replacement (NumPy's PCG64, seeded)."""
+    return np.random.default_rng(seed).integers(0, m, size=(num, m))
+
+
+@jax.jit
+def _boot_taus(x, y, idx):
+    return jax.vmap(lambda i: _weighted_tau(x[i], y[i]))(idx)
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    lo, hi = np.quantile(v, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return (float(lo), float(hi))
+
+
+def evaluate(
+    scores_by_model: Mapping[str, float],
+    accuracies_by_model: Mapping[str, float],
+    *,
+    k: int = 3,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """All the numbers for one hub and dataset, aligning models by name, with intervals.
+
+    Returns ``{"weighted_tau", "kendall_tau", "pearson", "top1_relative_accuracy",
+    "top{k}_relative_accuracy", "num_models"}`` as Python floats and, with ``bootstrap > 0``,
+    ``"weighted_tau_ci"``, ``"kendall_tau_ci"`` and ``"pearson_ci"``: percentile intervals at
+    ``confidence`` over ``bootstrap`` resamples of the models with replacement (seeded, so the
+    same call gives the same interval). A resample whose scores or accuracies are all equal has
+    no τ and is left out. With a handful of models the interval is wide: that width is the point.
+
+    Raises:
+      ValueError: a model scored but without accuracy (or the reverse), named; fewer than two
+        models; ``confidence`` outside (0, 1); a negative ``bootstrap``.
+      TypeError: a score or accuracy that is not a real number (e.g. ``"90%"``).
+    """
+    names, s, a = _aligned("evaluate", scores_by_model, accuracies_by_model)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise ValueError(f"evaluate: bootstrap must be an int >= 0, got {bootstrap!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"evaluate: confidence must be in (0, 1), got {confidence!r}")
+    out = {
         "weighted_tau": float(weighted_kendall_tau(s, a)),
         "kendall_tau": float(kendall_tau(s, a)),
         "pearson": float(pearson(s, a)),
@@ -201,6 +254,86 @@ def evaluate(
         f"top{k}_relative_accuracy": float(top_k_relative_accuracy(s, a, k)),
         "num_models": len(names),
     }
+    if bootstrap:
+        dt = compute_dtype(None)
+        x, y = jnp.asarray(s, dt), jnp.asarray(a, dt)
+        idx = jnp.asarray(_resamples(len(names), int(bootstrap), seed))
+        out["weighted_tau_ci"] = _interval(np.asarray(_boot_taus(x, y, idx)), confidence)
+        kt = jax.vmap(lambda i: _kendall(x[i], y[i]))(idx)
+        out["kendall_tau_ci"] = _interval(np.asarray(kt), confidence)
+        pr = jax.vmap(lambda i: _pearson(x[i], y[i]))(idx)
+        out["pearson_ci"] = _interval(np.asarray(pr), confidence)
+    return out
+
+
+def compare(
+    scores_a: Mapping[str, float],
+    scores_b: Mapping[str, float],
+    accuracies: Mapping[str, float],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> float:
+    """Paired-bootstrap probability that ranking A's weighted τ beats ranking B's.
+
+    Both rankings are evaluated on the same resamples of the models (with replacement);
+    returns the fraction of resamples where ``τ_w(A) > τ_w(B)``, ties counting one half and
+    resamples where either τ is undefined left out. 0.5 means the hub cannot tell them apart;
+    ``≥ 0.9`` is the usual bar for "A is better here".
+
+    Raises:
+      ValueError: the three mappings do not name the same models; fewer than two models.
+      TypeError: a value that is not a real number.
+    """
+    names, sa, acc = _aligned("compare", scores_a, accuracies)
+    names_b, sb_in, _ = _aligned("compare", scores_b, accuracies)
+    sb = sb_in[[names_b.index(m) for m in names]]
+    if len(names) < 2:
+        raise ValueError(f"compare: needs at least 2 models, got {len(names)}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 1:
+        raise ValueError(f"compare: bootstrap must be an int >= 1, got {bootstrap!r}")
+    dt = compute_dtype(None)
+    idx = jnp.asarray(_resamples(len(names), int(bootstrap), seed))
+    ta = np.asarray(_boot_taus(jnp.asarray(sa, dt), jnp.asarray(acc, dt), idx))
+    tb = np.asarray(_boot_taus(jnp.asarray(sb, dt), jnp.asarray(acc, dt), idx))
+    ok = np.isfinite(ta) & np.isfinite(tb)
+    if not ok.any():
+        return float("nan")
+    wins = (ta[ok] > tb[ok]).astype(np.float64) + 0.5 * (ta[ok] == tb[ok])
+    return float(wins.mean())
+
+
+def static_scores(table: Mapping[str, Mapping[str, float]], target: str) -> dict[str, float]:
+    """The data-free baseline: each model's mean accuracy on the datasets other than ``target``.
+
+    ``table`` is ``{dataset: {model: accuracy}}`` (e.g. ``finetune_accuracy("supervised")``). A
+    ranking that looks at no target data at all: models that fine-tune well elsewhere are
+    guessed to fine-tune well here. Any transferability metric should be read beside it. Returns
+    ``{model: score}`` for the models of ``table[target]`` (a model's mean over the other datasets
+    that list it).
+
+    Raises:
+      ValueError: ``target`` not in the table; a model of the target listed on no other dataset.
+      TypeError: ``table`` is not a mapping of mappings.
+
+    Examples:
+      >>> import transferjax as tj
+      >>> table = {"a": {"m1": 90.0, "m2": 80.0}, "b": {"m1": 70.0, "m2": 75.0},
+      ...          "c": {"m1": 60.0, "m2": 50.0}}
+      >>> tj.evaluation.static_scores(table, "a")
+      {'m1': 65.0, 'm2': 62.5}
+    """
+    if not isinstance(table, Mapping) or not all(isinstance(v, Mapping) for v in table.values()):
+        raise TypeError("static_scores: table must be {dataset: {model: accuracy}}")
+    if target not in table:
+        raise ValueError(f"static_scores: target {target!r} not in the table; known: {sorted(table)}")
+    out = {}
+    for m in table[target]:
+        vals = [float(acc[m]) for ds, acc in table.items() if ds != target and m in acc]
+        if not vals:
+            raise ValueError(f"static_scores: model {m!r} has no accuracy outside {target!r}")
+        out[m] = sum(vals) / len(vals)
+    return out
 
 
 def finetune_accuracy(group: str | None = None, dataset: str | None = None):
