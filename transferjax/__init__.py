@@ -55,7 +55,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # `tj.features` (flax extraction, zoo, datasets) is an edge: imported on first access only,
-    # so `import transferjax` does not import flax (STYLE.md 4.12).
+    # so `import transferjax` does not import flax.
     if name == "features":
         import importlib
 

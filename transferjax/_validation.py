@@ -1,4 +1,4 @@
-"""Eager input checks, run by every public wrapper outside jit (STYLE.md 4.9).
+"""Eager input checks, run by every public wrapper outside jit.
 
 Static checks (rank, sizes, dtype kind) always run, also on tracers. Value checks (finiteness,
 label range, classes present) need concrete values and are skipped for tracers: under a user's

@@ -1,9 +1,10 @@
 """Score a hub of models with different feature widths in a few vmapped, jitted calls.
 
 Each model's features are zero-padded to a shared width and scored with its true width passed as
-a traced integer (every features metric is padding-invariant by construction, DESIGN.md principle
-3), so one compiled kernel serves many models. Widths are grouped into a few *buckets* (one
-compile each) chosen to bound the padding waste (STYLE.md 4.8).
+a traced integer (every features metric is padding-invariant by construction: wherever the
+width enters, the true width is used, and sums over the padded spectrum are corrected by the count
+of padded directions), so one compiled kernel serves many models. Widths are grouped into a few *buckets* (one
+compile each) chosen to bound the padding waste.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def plan_buckets(widths: Sequence[int], n: int, max_buckets: int | None = None) 
     10% of the unpadded cost plus a small absolute slack (``1e7``, a millisecond or so of CPU
     work, so hubs of tiny models are not split for nothing), i.e. warm calls cost about what a
     loop over the models costs while compiling far fewer kernels than the loop's one per distinct
-    width. Measured choices are in ``bench/RESULTS.md`` (``bench/hub_bench.py``).
+    width.
     """
     order = np.argsort(np.asarray(widths), kind="stable")
     w = [int(widths[i]) for i in order]

@@ -85,9 +85,8 @@ def eig_floor(dtype, size: int) -> float:
     """Relative eigenvalue floor for a ``size``×``size`` PSD matrix: ``eps(dtype)``.
 
     Eigenvalues below ``eps · λ_max`` are rounding noise of forming and decomposing the Gram
-    (STYLE.md §3: float32 Grams lose everything below ~1e-7 λ_max). A larger floor (``size·eps``)
-    was tried and zeroed genuine directions of an anisotropic golden case (λ_min/λ_max = 4e-6 at
-    d = 256), so the floor is one ulp of the largest eigenvalue.
+    (a float32 Gram loses everything below ~1e-7 λ_max). The floor is one ulp of the largest
+    eigenvalue: a ``size``-proportional floor zeroes genuine directions of anisotropic features.
     """
     del size
     return float(jnp.finfo(dtype).eps)
@@ -235,9 +234,9 @@ def logdet_eye_plus_gram(x: Array, scale: Array, *, method: str = "auto") -> Arr
       squares the condition number, so in float32 it loses accuracy (and fails, giving NaN)
       once ``eps·s·λ_max(G)`` approaches 1.
     - ``"svd"``: ``Σ log1p(s·σ_i²)`` from the singular values of ``x``: never forms ``G``, so
-      it stays accurate where the Gram route does not, and never NaN; ~2-6× the cost of the
-      Cholesky route on CPU. (The R factor of the stacked ``[√s·x; I]`` is as accurate, but
-      XLA's CPU QR of a tall matrix was ~8× slower than its SVD here.)
+      it stays accurate where the Gram route does not, and never NaN, at a few times the cost
+      of the Cholesky route. (The R factor of the stacked ``[√s·x; I]`` is as accurate but
+      slower: XLA's CPU QR of a tall matrix costs more than its SVD.)
     - ``"auto"``: Cholesky when ``eps·s·λ̂_max <= 0.05`` for every batch member (``λ̂`` from a
       short power iteration; always true in float64 for reasonable scales), else SVD for the
       whole batch, through ``lax.cond``. Under ``vmap`` the condition is batched, so both
@@ -285,7 +284,7 @@ def pca_scores(x: Array, k: int, *, method: str = "gram") -> Array:
     """Scores ``[n, k]`` of ``x [n, d]`` on its top-``k`` principal directions (PCA, centred).
 
     ``method="gram"``: ``x_c V_k`` for the top eigenvectors ``V_k`` of the ``d×d`` scatter when
-    ``n >= d``, else ``U_k diag(√λ_k)`` from the ``n×n`` kernel of the centred rows (STYLE.md 4.7).
+    ``n >= d``, else ``U_k diag(√λ_k)`` from the ``n×n`` kernel of the centred rows.
     ``method="svd"``: ``U_k diag(σ_k)`` from a thin SVD of the centred ``x`` (what scikit-learn's
     ``PCA(svd_solver="full")`` does): ~2-3× the cost, but the directions of small components stay
     accurate in float32 (the Gram route mixes components whose variances differ by less than

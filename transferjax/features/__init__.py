@@ -1,6 +1,6 @@
 """From models and images to features: Flax extraction, a small offline model zoo, image datasets.
 
-This sub-package is an *edge* (DESIGN.md principle 7): it imports flax (and, for the weight
+This sub-package is an *edge* (the core never imports it): it imports flax (and, for the weight
 converters only, torch/h5py from the ``zoo`` extra); ``import transferjax`` does not import it.
 Use ``import transferjax.features`` or ``tj.features`` (loaded on first access).
 

@@ -1,4 +1,4 @@
-"""Batched, jitted feature extraction from Flax models (STYLE.md 4.13).
+"""Batched, jitted feature extraction from Flax models.
 
 The forward pass is compiled once for a fixed batch shape: the last batch is zero-padded to that
 shape and its padded rows are dropped on the host. Features are pooled to ``[n, d]`` and returned

@@ -377,7 +377,7 @@ def disco(
       **A reconstruction, not validated against the authors' code** (none is published): the paper
       states the ingredients (singular-value groups, their σ-proportions, a nearest-centroid
       score for classification and a linear-regression score for regression, combined over the
-      distribution of components); every other choice is ours (``shared/spec/disco.md``) and is a
+      distribution of components); every other choice is ours and is a
       keyword argument: ``center``, ``n_groups``, contiguous equal-count groups, ``ncc``
       (accuracy vs mean probability), resubstitution without a split, R² as the regression score,
       σ rather than σ² in ``r_g``. The rank ``k`` follows ``numpy.linalg.matrix_rank``

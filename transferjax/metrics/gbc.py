@@ -198,9 +198,8 @@ def gbc(
       (``pca_reduction=64``, scikit-learn ``PCA(svd_solver="full")``): pass ``pca_dim=64``; the
       library default is no PCA (the reference metric itself), under which well-separated classes
       drive ``exp(−D_B)`` to 0 and the score to ``−0.0`` (ties). PCA here is a thin SVD of the
-      centred features, like scikit-learn (the Gram-eigenvector route of STYLE.md 4.7 was 1.6e-3
-      off in float32 on the digits case with ``gaussian="diagonal"``: it mixes small components);
-      the component signs (which scikit-learn fixes by a convention) do not
+      centred features, like scikit-learn (a Gram eigen-decomposition mixes the small components
+      in float32); the component signs (which scikit-learn fixes by a convention) do not
       matter, as the score sees each component only through squares and variances. Like
       scikit-learn, ``pca_dim > min(n, d)`` raises. For zero-padded features the spherical average
       runs over the true ``width`` (padded columns add exactly the floor, subtracted by count);
