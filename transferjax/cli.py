@@ -15,30 +15,15 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
+
+from ._progress import progress_bar
 
 __all__ = ["main"]
 
 
 class _UsageError(Exception):
     pass
-
-
-def _progress_bar(label: str, stream=sys.stderr):
-    start = time.perf_counter()
-
-    def update(done: int, total: int):
-        width = 24
-        fill = int(width * done / max(total, 1))
-        bar = "#" * fill + "." * (width - fill)
-        end = "\n" if done >= total else ""
-        stream.write(
-            f"\r{label:<22} [{bar}] {done}/{total} models {time.perf_counter() - start:6.1f}s{end}"
-        )
-        stream.flush()
-
-    return update
 
 
 def _metric_list(names, registry):
@@ -70,7 +55,7 @@ def _score_all(metrics, feats, labels, quiet):
         info = tj.get_metric(m)
         kw = {"key": jax.random.key(0)} if info.needs_key else {}
         show = not quiet and count > 3
-        prog = _progress_bar(f"scoring {m}") if show else None
+        prog = progress_bar(f"scoring {m}", unit="model") if show else None
         scores = tj.score_hub(m, feats, labels if info.uses_labels else None, progress=prog, **kw)
         sign = 1.0 if info.higher_is_better else -1.0
         results[m] = jax.tree.map(lambda v, sign=sign: sign * float(v), scores)
@@ -333,6 +318,7 @@ def _cmd_score(args) -> int:
 
 def _cmd_metrics(args) -> int:
     import transferjax  # noqa: F401  (registers every metric)
+
     from . import registry
 
     for name in registry.metric_names():

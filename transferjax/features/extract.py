@@ -8,13 +8,13 @@ as a NumPy array, ready for any metric in :mod:`transferjax` or :func:`transferj
 from __future__ import annotations
 
 import inspect
-import sys
-import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .._progress import progress_bar
 
 __all__ = ["extract", "extract_module", "pool_features"]
 
@@ -67,23 +67,6 @@ def pool_features(out: jax.Array, pool: str = "mean") -> jax.Array:
     return out.mean(axis=axes) if pool == "mean" else out.max(axis=axes)
 
 
-def _progress_writer(label: str, stream=None):
-    start = time.perf_counter()
-
-    def update(done: int, total: int):
-        s = sys.stderr if stream is None else stream
-        width = 24
-        fill = int(width * done / max(total, 1))
-        end = "\n" if done >= total else ""
-        s.write(
-            f"\r{label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} batches "
-            f"{time.perf_counter() - start:6.1f}s{end}"
-        )
-        s.flush()
-
-    return update
-
-
 def _run(forward, params, images, *, batch_size, progress, mesh, name, dtype):
     """Shared driver: fixed-shape batches, optional sharding, finiteness check, host gather."""
     images = _check_images(images, name)
@@ -106,7 +89,7 @@ def _run(forward, params, images, *, batch_size, progress, mesh, name, dtype):
     if callable(progress):
         report = progress
     elif progress:
-        report = _progress_writer(f"{name}: {n} images")
+        report = progress_bar(f"{name}: {n} images", unit="batch")
     else:
         report = None
 
