@@ -224,10 +224,15 @@ def _bad_inputs(info):
 @pytest.mark.parametrize("metric", ALL)
 def test_bad_input_raises_one_clear_error(metric):
     info = METRICS[metric]
-    _, kw = _inputs(info)
-    for label, args, err in _bad_inputs(info):
+    good, kw = _inputs(info)
+    cases = [(label, args, err, {}) for label, args, err in _bad_inputs(info)]
+    if "width" in inspect.signature(info.fn).parameters:
+        d = np.shape(good[0])[1]
+        cases += [("width 0", good, ValueError, {"width": 0}),
+                  ("width > d", good, ValueError, {"width": d + 1})]
+    for label, args, err, extra in cases:
         try:
-            info.fn(*args, **kw)
+            info.fn(*args, **kw, **extra)
         except err as exc:
             # The message names the function the user called.
             assert info.fn.__name__ in str(exc), (label, exc)

@@ -23,6 +23,7 @@ __all__ = [
     "check_probs",
     "check_indices",
     "check_stats",
+    "check_width",
 ]
 
 
@@ -184,6 +185,20 @@ def check_positive_int(value, *, name: str, arg: str) -> int:
     return int(value)
 
 
+def check_width(width, d: int, *, name: str) -> None:
+    """A concrete ``width=`` is an integer in ``1..d`` (traced widths are the hub's business)."""
+    if width is None or not is_concrete(width):
+        return
+    w = np.asarray(width)
+    if w.ndim != 0 or np.dtype(w.dtype).kind not in "iu":
+        raise TypeError(f"{name}: width must be an integer (the true feature width), got {width!r}")
+    if not 1 <= int(w) <= d:
+        raise ValueError(
+            f"{name}: width must be in 1..{d} (the true width of the features' {d} columns), "
+            f"got {int(w)}"
+        )
+
+
 def check_probs(probs, *, name: str, arg: str = "source_probs", atol: float = 1e-3):
     """Check a ``[n, z]`` matrix of class probabilities (rows on the simplex within ``atol``).
 
@@ -301,8 +316,12 @@ def prepare(
     check_inputs: bool = True,
     allow_regression: bool = True,
     dtype=None,
+    width=None,
 ):
     """The common front of a features metric: checks, task, ``C``, and the compute-dtype array.
+
+    ``width`` (the true width of zero-padded features), when concrete, must be an integer in
+    ``1..d``.
 
     With ``check_inputs`` the features and targets are checked (:func:`check_features`,
     :func:`check_targets`); without, only the task and ``C`` are derived (``C = max + 1`` from
@@ -331,6 +350,7 @@ def prepare(
                 raise TypeError(f"{name}: labels are traced (inside jit/vmap); pass num_classes=")
             num_classes = int(np.max(np.asarray(y))) + 1
         targets = Targets(y.reshape(y.shape[0], -1) if reg else y, reg, num_classes)
+    check_width(width, np.shape(features)[-1], name=name)
     dt = compute_dtype(features, dtype)
     values = jnp.asarray(targets.values)
     if not targets.regression:

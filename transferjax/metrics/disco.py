@@ -473,7 +473,7 @@ def disco(
             raise TypeError(f"{name}: sample_size needs a PRNG key= (jax.random.key(seed))")
     x, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
-        dtype=dtype,
+        dtype=dtype, width=width,
     )
     if check_inputs and _validation.is_concrete(x):
         flat = bool(jnp.all(x == x[:1])) if center else not bool(jnp.any(x))

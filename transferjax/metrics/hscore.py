@@ -107,10 +107,10 @@ def _shrinkage_hscore_stats(stats, width):
     return (1.0 - alpha) * total / (n - 1)
 
 
-def _prepare(name, features, labels, num_classes, dtype, check_inputs):
+def _prepare(name, features, labels, num_classes, dtype, check_inputs, width=None):
     x, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
-        allow_regression=False, dtype=dtype,
+        allow_regression=False, dtype=dtype, width=width,
     )
     return x, targets.values, targets.num_classes
 
@@ -198,12 +198,12 @@ def hscore(
       >>> bool(tj.hscore(good, y) > tj.hscore(bad, y))
       True
     """
-    del width  # padded columns are constant: the kernel drops them, no count is needed
+    # padded columns are constant: the kernel drops them, no count is needed (width is checked)
     if stats is not None:
         _validation.check_stats(stats, name="hscore", features=features, labels=labels)
         return _hscore_stats(stats)
     _validation.data_or_stats(features, labels, None, name="hscore")
-    x, y, c = _prepare("hscore", features, labels, num_classes, dtype, check_inputs)
+    x, y, c = _prepare("hscore", features, labels, num_classes, dtype, check_inputs, width)
     return _hscore(x, y, num_classes=c)
 
 
@@ -293,6 +293,6 @@ def shrinkage_hscore(
         _validation.check_stats(stats, name=name, features=features, labels=labels)
         return _shrinkage_hscore_stats(stats, stats.num_features if width is None else width)
     _validation.data_or_stats(features, labels, None, name="shrinkage_hscore")
-    x, y, c = _prepare("shrinkage_hscore", features, labels, num_classes, dtype, check_inputs)
+    x, y, c = _prepare("shrinkage_hscore", features, labels, num_classes, dtype, check_inputs, width)
     w = x.shape[1] if width is None else width
     return _shrinkage_hscore(x, y, w, num_classes=c)

@@ -180,7 +180,7 @@ def logme(
         return _logme_stats(stats, w, tol, max_iter=max_iter)
     x, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
-        dtype=dtype,
+        dtype=dtype, width=width,
     )
     w = x.shape[1] if width is None else width
     return _logme_features(

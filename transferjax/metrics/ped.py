@@ -176,7 +176,7 @@ def _prepare(name, features, labels, reference_features, num_classes, width, dty
     max_steps = _validation.check_positive_int(max_steps, name=name, arg="max_steps")
     x, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
-        allow_regression=False, dtype=dtype,
+        allow_regression=False, dtype=dtype, width=width,
     )
     y, num_classes = targets.values, targets.num_classes
     d = x.shape[1]

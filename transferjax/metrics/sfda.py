@@ -321,10 +321,10 @@ def _sfda_streamed(stats, second_pass, width, shrinkage, *, chunk_size, check_in
     return total / stats.count
 
 
-def _prepare(features, labels, *, name, num_classes, check_inputs, dtype):
+def _prepare(features, labels, *, name, num_classes, check_inputs, dtype, width=None):
     x, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
-        allow_regression=False, dtype=dtype,
+        allow_regression=False, dtype=dtype, width=width,
     )
     return x, targets.values, int(targets.num_classes)
 
@@ -450,13 +450,17 @@ def sfda(
     """
     _validation.data_or_stats(features, labels, stats, name="sfda",
                               hint="stats= with second_pass=")
+    if shrinkage is not None and _validation.is_concrete(shrinkage):
+        s_val = np.asarray(shrinkage)
+        if s_val.ndim != 0 or not np.isfinite(s_val) or not 0 <= float(s_val) <= 1:
+            raise ValueError(f"sfda: shrinkage must be a number in [0, 1] or None, got {shrinkage!r}")
     if stats is not None:
         return _sfda_streamed(
             stats, second_pass, width, shrinkage, chunk_size=chunk_size, check_inputs=check_inputs
         )
     x, y, c = _prepare(
         features, labels, name="sfda", num_classes=num_classes, check_inputs=check_inputs,
-        dtype=dtype,
+        dtype=dtype, width=width,
     )
     w = x.shape[1] if width is None else width
     adaptive = shrinkage is None

@@ -372,7 +372,7 @@ def transrate(
     _validation.data_or_stats(features, labels, None, name=name)
     features, targets = _validation.prepare(
         features, labels, name=name, num_classes=num_classes, check_inputs=check_inputs,
-        allow_regression=False, dtype=dtype,
+        allow_regression=False, dtype=dtype, width=width,
     )
     y, c = targets.values, targets.num_classes
     n = int(np.shape(features)[0])
