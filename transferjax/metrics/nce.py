@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _validation
 from .._dtypes import compute_dtype
@@ -71,7 +72,8 @@ def nce(
     Note:
       Matches ``NCE.py`` of ``thuml/LogME``, including its ``+1e-20`` on every ``P(y | z)`` before
       ``p log p`` (a ``~5e-19`` shift per cell). Source classes that no sample uses are masked
-      out, so ``num_source_classes`` (default ``max(z) + 1``) only fixes the table's shape. The
+      out, so ``num_source_classes`` (default ``max(z) + 1``, or the number of distinct ids when
+      that exceeds ``n``) only fixes the table's shape. The
       golden cases use ``z = argmax(source_probs)``: pass hard labels, not probabilities.
 
       Streaming: **pure sufficient statistics**: the ``c × z`` count table, streamed by
@@ -134,6 +136,11 @@ def nce(
         z, zc = _validation.check_indices(
             source_labels, y.shape[0], name=name, arg="source_labels", num=num_source_classes
         )
+        if num_source_classes is None and zc > y.shape[0] and _validation.is_concrete(z):
+            # Sparse source ids (e.g. 2**40): NCE only sees which samples share a source class,
+            # so renumber the ids that occur instead of allocating a table of max(z) + 1 columns.
+            uniq, z = np.unique(np.asarray(z), return_inverse=True)
+            zc = int(uniq.size)
     else:
         y, z = labels, source_labels
         c = num_classes if num_classes is not None else int(jnp.max(jnp.asarray(y))) + 1
