@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validation
+from . import _validation, distributed
 from ._dtypes import compute_dtype
 from ._typing import Array, ArrayLike
 from .pooling import combine_min_max
@@ -131,6 +131,9 @@ def _compiled(metric: str, num_classes, options: tuple, batch_size: int | None):
     return chunked
 
 
+_SEP = "\x02"  # joins model and layer names when candidates cross processes
+
+
 def _flatten_hub(features_by_model, name: str):
     """``{model: features}`` or ``{model: {layer: features}}`` → flat ``{(model, layer): x}``.
 
@@ -220,7 +223,14 @@ def score_hub(
     """
     info = get_metric(metric)
     name = f"score_hub[{info.name}]"
-    flat, layered = _flatten_hub(features_by_model, name)
+    multi = mesh is not None and distributed.is_multiprocess(mesh)
+    if multi and isinstance(features_by_model, Mapping) and not features_by_model:
+        flat, layered = {}, False  # a process may hold none of the models
+    else:
+        flat, layered = _flatten_hub(features_by_model, name)
+    if multi:
+        mesh = distributed.local_mesh(mesh)
+        distributed.agree(name, n=-1 if labels is None else int(np.shape(labels)[0]))
     if info.needs_key and key is None:
         raise ValueError(f"{name}: metric {info.name!r} needs key=")
     if info.uses_labels and labels is None:
@@ -229,7 +239,9 @@ def score_hub(
     arrays = [flat[c] for c in cands]
     label = [repr(m) if l is None else f"{m!r}/{l!r}" for m, l in cands]
 
-    if info.inputs != "features":
+    if not cands:
+        raw = []
+    elif info.inputs != "features":
         raw = []
         for i, a in enumerate(arrays):
             kw = dict(options, **({"key": key} if info.needs_key else {}))
@@ -241,6 +253,15 @@ def score_hub(
             info, name, arrays, label, labels, options, batch_size=batch_size,
             max_buckets=max_buckets, key=key, progress=progress, mesh=mesh,
         )
+    if multi:  # every process gets every process's candidates, in process order
+        keyed = distributed.gather_mapping(
+            {_SEP.join(map(str, c)) if c[1] is not None else c[0]: r
+             for c, r in zip(cands, raw)},
+            name=name,
+        )
+        cands = [tuple(k.split(_SEP, 1)) if _SEP in k else (k, None) for k in keyed]
+        raw = list(keyed.values())
+        layered = layered or any(layer is not None for _, layer in cands)
     if info.pool_weights is not None:
         pooled = combine_min_max(
             {c: {t: float(v) for t, v in r.items()} for c, r in zip(cands, raw)},

@@ -10,6 +10,7 @@ serves chunked streaming and cross-device reduction alike. Everything a Gram-bas
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from ._typing import Array
 from .linalg import matmul
 
-__all__ = ["FeatureStats", "feature_stats", "merge_stats", "class_moments", "between_class_targets",
+__all__ = ["FeatureStats", "feature_stats", "empty_stats", "merge_stats", "class_moments", "between_class_targets",
            "class_residuals", "class_grams", "sort_by_class", "class_block", "LabelTable",
            "merge_label_tables"]
 
@@ -264,6 +265,21 @@ def _shift_moments(count, scatter, third, fourth, e):
     q = fourth + 4.0 * jnp.sum(e * third) + 4.0 * jnp.sum(e * se) + 2.0 * ee * tr + count * ee * ee
     live = count > 0
     return jnp.where(live, t, 0.0), jnp.where(live, q, 0.0)
+
+
+def empty_stats(
+    num_features: int, num_classes: int = 0, num_targets: int = 0, dtype=jnp.float32, *,
+    class_scatter: bool = False,
+) -> FeatureStats:
+    """The statistics of no samples (``count`` 0): the neutral element of :func:`merge_stats`."""
+    d, c, k = int(num_features), int(num_classes), int(num_targets)
+    z = functools.partial(jnp.zeros, dtype=dtype)
+    w = d if c else 0  # within-class scatter only with class labels
+    cs = (c, d, d) if class_scatter and c else (0, 0, 0)  # opt-in per-class scatters
+    return FeatureStats(
+        z(()), z((d,)), z((d, d)), z((c,)), z((c, d)), z((k,)), z((k,)), z((d, k)), z((w, w)),
+        z((d,)), z(()), z((c, d)), z(cs),
+    )
 
 
 def merge_stats(a: FeatureStats, b: FeatureStats) -> FeatureStats:

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validation
+from . import _validation, distributed
 from ._dtypes import compute_dtype
 from ._typing import Array, ArrayLike
-from .stats import FeatureStats, LabelTable, feature_stats, merge_stats
+from .stats import FeatureStats, LabelTable, empty_stats, feature_stats, merge_stats
 
 __all__ = ["stream_stats", "sample_mesh", "shard_samples", "sharded_stats", "stream_label_table",
            "second_pass_batches", "fresh_batches", "check_pass_count"]
@@ -106,7 +106,7 @@ def stream_stats(
         if check_inputs:
             _check_chunk_labels(y, x.shape[0], name, i, num_classes, regression)
         if state is None:
-            state = _empty(width, num_classes or 0, _num_targets(y) if regression else 0, dt,
+            state = empty_stats(width, num_classes or 0, _num_targets(y) if regression else 0, dt,
                            class_scatter=bool(class_scatter))
         for xp, yp in _pieces(x, y, size):
             b = xp.shape[0]
@@ -122,9 +122,11 @@ def stream_stats(
                 num_classes=0 if regression else int(num_classes), regression=bool(regression),
                 class_scatter=bool(class_scatter),
             )
-    if state is None:
+    if jax.process_count() > 1:  # every process streamed its own chunks: merge them all
+        state = distributed.merge_stats_across_processes(state, name=name)
+    elif state is None:
         raise ValueError(f"{name}: batches yielded no chunk")
-    if not regression:
+    if not state.regression:
         present = int(jnp.sum(state.class_counts > 0))
         if present < 2:
             raise ValueError(f"{name}: labels need at least 2 classes, got {present}")
@@ -151,16 +153,6 @@ def _check_chunk_labels(y, n, name, i, num_classes, regression):
             f"{name}: {arg} must be integers in 0..{num_classes - 1}; got min {y_np.min()}, "
             f"max {y_np.max()}"
         )
-
-
-def _empty(d: int, c: int, k: int, dt, *, class_scatter: bool = False) -> FeatureStats:
-    z = functools.partial(jnp.zeros, dtype=dt)
-    w = d if c else 0  # within-class scatter only with class labels
-    cs = (c, d, d) if class_scatter and c else (0, 0, 0)  # opt-in per-class scatters
-    return FeatureStats(
-        z(()), z((d,)), z((d, d)), z((c,)), z((c, d)), z((k,)), z((k,)), z((d, k)), z((w, w)),
-        z((d,)), z(()), z((c, d)), z(cs),
-    )
 
 
 def sample_mesh(num_devices: int | None = None, axis: str = "data") -> jax.sharding.Mesh:
@@ -199,11 +191,22 @@ def sharded_stats(
     XLA partitions it and inserts the cross-device reductions (the result is replicated). Equal to
     the unsharded statistics up to summation order. ``class_scatter=True`` adds the opt-in
     per-class scatters (see :func:`stream_stats`).
+
+    Over several processes (``jax.distributed.initialize`` and a ``mesh`` spanning their devices)
+    each process passes only its own rows (possibly none) and ``num_classes``; each computes its
+    statistics on its own devices and the processes merge them
+    (:func:`transferjax.distributed.merge_stats_across_processes`): every process returns the
+    statistics of all rows.
     """
     name = "sharded_stats"
+    if mesh is not None and distributed.is_multiprocess(mesh):
+        return _multiprocess_stats(features, labels, num_classes, mesh, dtype, class_scatter)
     x = _validation.check_features(features, name=name)
     t = _validation.check_targets(labels, x.shape[0], name=name, num_classes=num_classes)
-    mesh = mesh or sample_mesh()
+    return _local_stats(x, t, mesh or sample_mesh(), dtype, class_scatter)
+
+
+def _local_stats(x, t, mesh, dtype, class_scatter) -> FeatureStats:
     ndev = mesh.devices.size
     dt = compute_dtype(None, dtype)
     n = x.shape[0]
@@ -222,6 +225,27 @@ def sharded_stats(
         )
     )
     return fn(shard_samples(xv, mesh), shard_samples(yv, mesh), weights=shard_samples(w, mesh))
+
+
+def _multiprocess_stats(features, labels, num_classes, mesh, dtype, class_scatter):
+    """This process's rows on its own devices, then merged with every other process's."""
+    name = "sharded_stats"
+    n = int(np.shape(features)[0])
+    local = None
+    if n:
+        x = _validation.check_features(features, name=name, min_n=1)
+        y = np.asarray(labels)
+        regression = np.dtype(y.dtype).kind == "f"
+        if not regression and num_classes is None:
+            raise ValueError(
+                f"{name}: over several processes num_classes is required (a process's rows "
+                "need not hold every class)"
+            )
+        _check_chunk_labels(y, n, name, 0, num_classes, regression)
+        values = y.reshape(n, -1) if regression else y
+        t = _validation.Targets(values, regression, None if regression else int(num_classes))
+        local = _local_stats(x, t, distributed.local_mesh(mesh), dtype, class_scatter)
+    return distributed.merge_stats_across_processes(local, name=name)
 
 
 # ----------------------------------------------------------------------------- second passes

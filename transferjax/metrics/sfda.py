@@ -14,7 +14,7 @@ from .._dtypes import compute_dtype
 from .._typing import Array, ArrayLike, DTypeLike
 from ..linalg import after, eigh_psd, gram, matmul, safe_div
 from ..registry import register
-from ..stats import FeatureStats, class_residuals, feature_stats, merge_stats
+from ..stats import FeatureStats, class_residuals, empty_stats, feature_stats, merge_stats
 
 __all__ = ["sfda", "sfda_ensemble", "SFDAEnsemble"]
 
@@ -290,7 +290,7 @@ def _score_update(total, x, y, w, mu, stage1, mu2, fda2):
 
 
 def _sfda_streamed(stats, second_pass, width, shrinkage, *, chunk_size, check_inputs):
-    from ..streaming import _empty, check_pass_count, second_pass_batches
+    from ..streaming import check_pass_count, second_pass_batches
 
     name = "sfda"
     _validation.check_stats(stats, name=name)
@@ -307,7 +307,7 @@ def _sfda_streamed(stats, second_pass, width, shrinkage, *, chunk_size, check_in
     s = stage1[1]
     kw = dict(name=name, width=d, num_classes=c, dtype=dt, chunk_size=chunk_size,
               check_inputs=check_inputs, passes=2)
-    mixed = _empty(d, c, 0, dt)
+    mixed = empty_stats(d, c, 0, dt)
     for x, y, wt in second_pass_batches(second_pass, **kw):
         mixed = _mix_update(mixed, x, y, wt, stats.mean, stage1, num_classes=c)
     check_pass_count(mixed.count, stats.count, name=name)
