@@ -213,3 +213,52 @@ def test_lazy_features_attribute():
     assert tj.features.extract is extract
     with pytest.raises(AttributeError):
         tj.no_such_thing  # noqa: B018
+
+
+def test_several_layers_from_one_pass():
+    """layers=[...] returns every tap from one forward pass, each equal to its own extraction."""
+    model = Tiny(nnx.Rngs(0))
+    x = _images(6)
+    taps = extract_module(model, x, layers=["bn", "__call__", "features"], batch_size=4,
+                          progress=False)
+    assert list(taps) == ["bn", "__call__", "features"]
+    for name, got in taps.items():
+        one = extract_module(model, x, layer=name, batch_size=4, progress=False)
+        np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layer 'nope'"):
+        extract_module(model, x, layers=["bn", "nope"], progress=False)
+    with pytest.raises(TypeError, match="layer= or layers="):
+        extract_module(model, x, layer="bn", layers=["bn"], progress=False)
+
+
+def test_linen_layers_from_capture_intermediates():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(5, name="body")(x)
+            return nn.Dense(2, name="head")(jnp.tanh(h))
+
+    net = Net()
+    x = _images(5)
+    params = net.init(jax.random.key(0), jnp.asarray(x[:1]))
+    taps = extract(net.apply, params, x, layers=["body", "head"], batch_size=4, progress=False)
+    np.testing.assert_allclose(taps["head"], extract(net.apply, params, x, batch_size=4,
+                                                     progress=False), rtol=1e-5, atol=1e-6)
+    assert taps["body"].shape == (5, 5)
+
+
+def test_zoo_taps_come_from_one_pass():
+    from transferjax.features.zoo.models import MobileNetV2
+
+    model = MobileNetV2(num_classes=3, rngs=nnx.Rngs(0))
+    x = _images(2, size=32)
+    taps = extract_module(model, x, layers=model.taps(), batch_size=2, progress=False)
+    assert list(taps) == list(model.taps()) and taps["features"].shape == (2, 1280)
+    np.testing.assert_allclose(
+        taps["features"], extract_module(model, x, batch_size=2, progress=False), rtol=1e-5,
+        atol=1e-6,
+    )
+    widths = [v.shape[1] for v in taps.values()]
+    assert widths == sorted(widths)  # stages widen towards the penultimate layer

@@ -8,7 +8,7 @@ as a NumPy array, ready for any metric in :mod:`transferjax` or :func:`transferj
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,28 +93,35 @@ def _run(forward, params, images, *, batch_size, progress, mesh, name, dtype):
     else:
         report = None
 
-    chunks = []
+    chunks: list = []
     for i in range(num_batches):
         batch = np.asarray(images[i * b : (i + 1) * b], dtype=dtype)
         rows = batch.shape[0]
         if rows < b:  # pad the last batch: one compiled shape for every call
             batch = np.concatenate([batch, np.zeros((b - rows,) + batch.shape[1:], dtype)])
         x = jax.device_put(batch, batch_sharding) if batch_sharding is not None else batch
-        feats = np.asarray(forward(params, x))[:rows]
-        if feats.ndim != 2:
-            raise ValueError(f"{name}: pooled features must be [batch, d], got {feats.shape}")
-        bad = ~np.isfinite(feats).all(axis=1)
-        if bad.any():
-            first = i * b + int(np.argmax(bad))
-            raise ValueError(
-                f"{name}: the model returned non-finite features (NaN or inf) for "
-                f"{int(bad.sum())} image(s) of batch {i}, first at index {first}; check the "
-                "input normalisation and the weights"
-            )
-        chunks.append(feats)
+        out = forward(params, x)
+        batch_feats = {k: np.asarray(v)[:rows] for k, v in out.items()} if isinstance(
+            out, dict) else {None: np.asarray(out)[:rows]}
+        for key, feats in batch_feats.items():
+            where = "" if key is None else f" (layer {key!r})"
+            if feats.ndim != 2:
+                raise ValueError(
+                    f"{name}: pooled features must be [batch, d], got {feats.shape}{where}"
+                )
+            bad = ~np.isfinite(feats).all(axis=1)
+            if bad.any():
+                first = i * b + int(np.argmax(bad))
+                raise ValueError(
+                    f"{name}: the model returned non-finite features (NaN or inf){where} for "
+                    f"{int(bad.sum())} image(s) of batch {i}, first at index {first}; check the "
+                    "input normalisation and the weights"
+                )
+        chunks.append(batch_feats)
         if report is not None:
             report(i + 1, num_batches)
-    return np.concatenate(chunks, axis=0)
+    merged = {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+    return merged[None] if list(merged) == [None] else merged
 
 
 def extract(
@@ -124,11 +131,12 @@ def extract(
     *,
     batch_size: int = 256,
     layer: str | None = None,
+    layers: Sequence[str] | None = None,
     pool: str = "mean",
     progress: bool | Callable[[int, int], None] = True,
     mesh: jax.sharding.Mesh | None = None,
     dtype: Any = np.float32,
-) -> np.ndarray:
+) -> np.ndarray | dict[str, np.ndarray]:
     r"""Features ``[n, d]`` of ``images`` under a functional model ``apply_fn(params, batch)``.
 
     Runs ``apply_fn`` jitted over batches of a fixed shape ``[b, h, w, c]`` (the last batch is
@@ -148,6 +156,9 @@ def extract(
       batch_size: rows per forward pass (rounded up to a multiple of the device count when
         ``mesh`` is given; capped at ``n``).
       layer: method name passed as ``method=`` to ``apply_fn`` (Linen), or ``None``.
+      layers: several taps from one forward pass, for a Linen ``Module.apply``: submodule paths
+        (``"Dense_0"``, ``"backbone/stage3"``) read from ``capture_intermediates``; returns
+        ``{layer: [n, d_layer]}``.
       pool: ``"mean"`` (global average pooling of feature maps), ``"max"`` or ``"flatten"``.
       progress: ``True`` draws a progress bar on stderr; a callable gets ``(done, total)``
         batches; ``False`` is silent.
@@ -182,6 +193,7 @@ def extract(
             params if images is None else images,
             batch_size=batch_size,
             layer=layer,
+            layers=layers,
             pool=pool,
             progress=progress,
             mesh=mesh,
@@ -192,6 +204,21 @@ def extract(
     if pool not in _POOLS:
         raise ValueError(f"extract: pool must be one of {_POOLS}, got {pool!r}")
     kwargs = {} if layer is None else {"method": layer}
+    if layers is not None:
+        if layer is not None:
+            raise TypeError("extract: pass layer= or layers=, not both")
+        if isinstance(layers, str) or not layers or not all(isinstance(t, str) for t in layers):
+            raise TypeError(f"extract: layers must be a non-empty list of names, got {layers!r}")
+        taps = tuple(dict.fromkeys(layers))
+
+        @jax.jit
+        def forward_taps(p, x):
+            _, state = apply_fn(p, x, capture_intermediates=True, mutable=["intermediates"])
+            return {t: pool_features(jnp.asarray(_linen_tap(state, t)), pool) for t in taps}
+
+        out = _run(forward_taps, params, images, batch_size=batch_size, progress=progress,
+                   mesh=mesh, name="extract", dtype=dtype)
+        return {t: out[t] for t in taps}  # jit returns dicts in sorted key order
 
     @jax.jit
     def forward(p, x):
@@ -239,12 +266,61 @@ def _module_forward(module, layer: str | None):
     return fn
 
 
+def _linen_tap(state, layer: str):
+    """The output of submodule ``layer`` ("a/b" or "a.b") in a Linen ``capture_intermediates``."""
+    node = state.get("intermediates", {})
+    for p in (q for q in layer.replace(".", "/").split("/") if q):
+        if not hasattr(node, "get") or p not in node:
+            raise ValueError(f"extract: layer {layer!r} is not a submodule that the forward "
+                             "pass calls (capture_intermediates recorded no output for it)")
+        node = node[p]
+    if hasattr(node, "get") and "__call__" in node:
+        node = node["__call__"]
+    return node[-1] if isinstance(node, tuple) else node
+
+
+def _module_taps(layers: tuple[str, ...]):
+    """Pure function of the module returning ``{layer: output}`` for every tap, from one pass.
+
+    The module's ``__call__`` runs once under ``nnx.capture(..., method_outputs=...)``, which
+    records the output of every method and submodule call; each tap is read from that record.
+    """
+    from flax import nnx
+
+    paths = {
+        layer: tuple(int(p) if p.isdigit() else p for p in layer.replace("/", ".").split(".") if p)
+        for layer in layers
+    }
+
+    def fn(m, x):
+        _, inter = nnx.capture(m, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+        out = {}
+        for layer, path in paths.items():
+            node = inter
+            try:
+                for p in path:
+                    node = node[p]
+                if not isinstance(node, nnx.Variable):
+                    node = node["__call__"]
+            except (KeyError, IndexError, TypeError) as err:
+                raise ValueError(
+                    f"extract_module: layer {layer!r} is not a method or submodule path whose "
+                    "output the module's forward pass computes"
+                ) from err
+            value = node.get_value()
+            out[layer] = value[-1] if isinstance(value, tuple) else value
+        return out
+
+    return fn
+
+
 def extract_module(
     module: Any,
     images: Any,
     *,
     batch_size: int = 256,
     layer: str | None = None,
+    layers: Sequence[str] | None = None,
     pool: str = "mean",
     progress: bool | Callable[[int, int], None] = True,
     mesh: jax.sharding.Mesh | None = None,
@@ -264,6 +340,10 @@ def extract_module(
     * ``layer="sub.path"``: the output of a submodule's ``__call__`` (or named method), recorded
       with ``nnx.capture(..., method_outputs=nnx.Intermediate)`` (never ``sow`` outside capture).
 
+    * ``layers=[...]``: several taps from **one** forward pass (``module(x)`` under
+      ``nnx.capture``), each pooled; returns ``{layer: [n, d_layer]}`` (zoo models list theirs
+      with ``model.taps()``).
+
     Other arguments, return value and errors as :func:`extract`.
 
     Examples:
@@ -281,16 +361,25 @@ def extract_module(
         raise TypeError(f"extract_module: module must be a flax.nnx.Module, got {type(module)}")
     if pool not in _POOLS:
         raise ValueError(f"extract_module: pool must be one of {_POOLS}, got {pool!r}")
+    if layers is not None:
+        if layer is not None:
+            raise TypeError("extract_module: pass layer= or layers=, not both")
+        if isinstance(layers, str) or not layers or not all(isinstance(t, str) for t in layers):
+            raise TypeError(f"extract_module: layers must be a non-empty list of names, got {layers!r}")
+        taps = tuple(dict.fromkeys(layers))
     graphdef, state = nnx.split(module)
-    call = _module_forward(module, layer)
+    call = _module_taps(taps) if layers is not None else _module_forward(module, layer)
 
     @jax.jit
     def forward(st, x):
         m = nnx.merge(graphdef, st)
         m.eval()
-        return pool_features(jnp.asarray(call(m, x)), pool)
+        out = call(m, x)
+        if isinstance(out, dict):
+            return {k: pool_features(jnp.asarray(v), pool) for k, v in out.items()}
+        return pool_features(jnp.asarray(out), pool)
 
-    return _run(
+    out = _run(
         forward,
         state,
         images,
@@ -300,3 +389,4 @@ def extract_module(
         name="extract_module",
         dtype=dtype,
     )
+    return out if layers is None else {t: out[t] for t in taps}  # jit sorts dict keys

@@ -114,6 +114,12 @@ def _gap(x: jax.Array) -> jax.Array:
     return x.mean(axis=(1, 2))
 
 
+def _stage_end_taps(blocks) -> tuple[str, ...]:
+    """``blocks.i`` ending each stage before a stride-2 block, then the pooled penultimate layer."""
+    starts = [i for i, b in enumerate(blocks) if b.depthwise.conv.strides == (2, 2) and i > 0]
+    return tuple(f"blocks.{i - 1}" for i in starts) + ("features",)
+
+
 class MobileNetV2(nnx.Module):
     """MobileNetV2 1.0 (Sandler et al., CVPR 2018) in the torchvision / Keras layout.
 
@@ -168,6 +174,10 @@ class MobileNetV2(nnx.Module):
 
     def features(self, x: jax.Array) -> jax.Array:
         return _gap(self.feature_map(x))
+
+    def taps(self) -> tuple[str, ...]:
+        """Layer taps for layer-wise scoring: the end of each stage, then ``features``."""
+        return _stage_end_taps(self.blocks)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.classifier(self.features(x))
@@ -250,6 +260,10 @@ class EfficientNetLite(nnx.Module):
     def features(self, x: jax.Array) -> jax.Array:
         return _gap(self.feature_map(x))
 
+    def taps(self) -> tuple[str, ...]:
+        """Layer taps for layer-wise scoring: the end of each stage, then ``features``."""
+        return _stage_end_taps(self.blocks)
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.classifier(self.features(x))
 
@@ -297,6 +311,11 @@ class VGG16Trunk(nnx.Module):
 
     def features(self, x: jax.Array) -> jax.Array:
         return _gap(self.feature_map(x))
+
+    def taps(self) -> tuple[str, ...]:
+        """Layer taps: the last conv of blocks 2-4 (before its ReLU), then ``features``."""
+        ends = [sum(len(w) for w in self.WIDTHS[: b + 1]) - 1 for b in range(1, 4)]
+        return tuple(f"convs.{i}" for i in ends) + ("features",)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.features(x)
