@@ -163,3 +163,20 @@ def test_nleep_hub_compiles_for_the_pca_rank(monkeypatch, key):
             np.testing.assert_allclose(float(scores[name]), _one(info, f, y, key), rtol=1e-5)
         tj.score_hub("nleep", hub, y, key=key, max_dim=40)
         assert seen[-1]["max_dim"] == 40
+
+
+@pytest.mark.parametrize("metric", ["logme", "gbc"])
+def test_reduce_dim_equals_one_by_one(metric):
+    """score_hub(reduce_dim=k) scores every candidate on its top-k components, like
+    metric(tj.reduce_dim(f, k)) one by one; widths below k keep their own width."""
+    with jax.enable_x64(True):
+        hub, y = _hub(widths=(3, 12, 100))
+        scores = tj.score_hub(metric, hub, y, reduce_dim=8)
+        for name, f in hub.items():
+            one = METRICS[metric].fn(tj.reduce_dim(f, 8), y)
+            np.testing.assert_allclose(float(scores[name]), float(one), rtol=1e-8)
+    z = tj.reduce_dim(hub["m2"], 8)
+    assert z.shape == (80, 8) and tj.reduce_dim(hub["m0"], 8).shape == (80, 3)
+    np.testing.assert_array_less(-1e-9, np.max(np.asarray(z), axis=0))  # sign convention
+    with pytest.raises(ValueError, match="reduce_dim"):
+        tj.score_hub("logme", hub, y, reduce_dim=0)

@@ -14,6 +14,7 @@ from .hub import aggregate_layers as aggregate_layers
 from .hub import best_layers as best_layers
 from .hub import pad_features as pad_features
 from .hub import plan_buckets as plan_buckets
+from .hub import reduce_dim as reduce_dim
 from .hub import score_hub as score_hub
 from .metrics.disco import disco as disco
 from .metrics.gbc import gbc as gbc
@@ -95,6 +96,7 @@ __all__ = [
     "ped_sfda",
     "pearson",
     "plan_buckets",
+    "reduce_dim",
     "score_hub",
     "sfda",
     "sfda_ensemble",

@@ -19,10 +19,13 @@ import numpy as np
 from . import _validation, distributed
 from ._dtypes import compute_dtype
 from ._typing import Array, ArrayLike
+from .linalg import pca_scores
 from .pooling import combine_min_max
 from .registry import MetricInfo, get_metric
 
-__all__ = ["aggregate_layers", "best_layers", "pad_features", "plan_buckets", "score_hub"]
+__all__ = [
+    "aggregate_layers", "best_layers", "pad_features", "plan_buckets", "reduce_dim", "score_hub",
+]
 
 
 def pad_features(features: Sequence[ArrayLike], width: int | None = None, dtype=None):
@@ -99,7 +102,9 @@ def plan_buckets(widths: Sequence[int], n: int, max_buckets: int | None = None) 
 
 
 @functools.lru_cache(maxsize=128)
-def _compiled(metric: str, num_classes, options: tuple, batch_size: int | None):
+def _compiled(
+    metric: str, num_classes, options: tuple, batch_size: int | None, reduce_to: int | None = None
+):
     """The jitted, vmapped scorer for one metric configuration (cached: warm calls reuse it).
 
     Labels, widths and the key are arguments, not constants, so a new label set or hub with the
@@ -110,6 +115,9 @@ def _compiled(metric: str, num_classes, options: tuple, batch_size: int | None):
 
     def one(f, w, labels, key):
         extra = {"key": key} if info.needs_key else {}
+        if reduce_to is not None:  # the same k dimensions for every candidate
+            f = reduce_dim(f, reduce_to, width=w)
+            w = jnp.minimum(w, reduce_to)
         if not info.uses_labels:
             return info.fn(f, width=w, check_inputs=False, **kw, **extra)
         return info.fn(
@@ -129,6 +137,42 @@ def _compiled(metric: str, num_classes, options: tuple, batch_size: int | None):
         return jax.tree.map(lambda a: a.reshape(-1), out)
 
     return chunked
+
+
+def reduce_dim(features: ArrayLike, k: int, *, width: ArrayLike | None = None) -> Array:
+    r"""Project features on their top-``k`` principal directions: ``[n, min(k, d)]`` scores.
+
+    ``Z = X_c V_k`` (centred features on the leading eigenvectors of their scatter, computed from
+    the smaller-side Gram), each column's sign fixed so that its largest-magnitude score is
+    positive. Scoring every candidate of a hub in the same ``k`` dimensions removes the pull of
+    width on most metrics (layers of one network differ in width by 10-40×, and most scores grow
+    with width); ``score_hub(..., reduce_dim=k)`` applies it to every candidate. Directions
+    beyond the rank of the data come out as zero columns.
+
+    Args:
+      features: ``[n, d]``.
+      k: number of components (``>= 1``).
+      width: true width of zero-padded features (traced in the hub); only bounds the output.
+
+    Returns:
+      ``[n, min(k, d)]`` in the features' floating dtype (zero-padded beyond ``min(k, width)``).
+
+    Examples:
+      >>> import numpy as np, transferjax as tj
+      >>> tj.reduce_dim(np.random.default_rng(0).normal(size=(50, 20)), 8).shape
+      (50, 8)
+    """
+    _validation.check_positive_int(k, name="reduce_dim", arg="k")
+    x = jnp.asarray(features)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(compute_dtype(None))
+    k = min(int(k), x.shape[1])
+    z = pca_scores(x, k)
+    pick = jnp.take_along_axis(z, jnp.argmax(jnp.abs(z), axis=0)[None, :], axis=0)
+    z = z * jnp.where(pick < 0, -1.0, 1.0).astype(z.dtype)
+    if width is not None:  # components beyond the true width are rounding noise: zero them
+        z = jnp.where(jnp.arange(k)[None, :] < width, z, 0.0)
+    return z
 
 
 _SEP = "\x02"  # joins model and layer names when candidates cross processes
@@ -174,6 +218,7 @@ def score_hub(
     key: Array | None = None,
     progress: Callable[[int, int], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    reduce_dim: int | None = None,
     **options,
 ) -> dict:
     r"""Score every model (or every layer of every model) of a hub with one metric.
@@ -210,6 +255,11 @@ def score_hub(
       progress: optional callback ``progress(done, total)`` (candidates) called after each bucket.
       mesh: shard the model axis over this device mesh's first axis (e.g.
         ``tj.streaming.sample_mesh()`` over all devices): each device scores its share of models.
+        A mesh spanning several processes (``jax.distributed``): each process passes the models
+        it holds and every process receives every score.
+      reduce_dim: score every candidate on its top-``k`` principal components
+        (:func:`reduce_dim`), a common dimension across widths; equals
+        ``metric(tj.reduce_dim(features, k), labels)`` one by one. Features metrics only.
       **options: keyword options of the metric.
 
     Returns:
@@ -223,6 +273,10 @@ def score_hub(
     """
     info = get_metric(metric)
     name = f"score_hub[{info.name}]"
+    if reduce_dim is not None:
+        _validation.check_positive_int(reduce_dim, name=name, arg="reduce_dim")
+        if info.inputs != "features":
+            raise ValueError(f"{name}: reduce_dim applies to features metrics only")
     multi = mesh is not None and distributed.is_multiprocess(mesh)
     if multi and isinstance(features_by_model, Mapping) and not features_by_model:
         flat, layered = {}, False  # a process may hold none of the models
@@ -251,7 +305,7 @@ def score_hub(
     else:
         raw = _score_features(
             info, name, arrays, label, labels, options, batch_size=batch_size,
-            max_buckets=max_buckets, key=key, progress=progress, mesh=mesh,
+            max_buckets=max_buckets, key=key, progress=progress, mesh=mesh, reduce_to=reduce_dim,
         )
     if multi:  # every process gets every process's candidates, in process order
         keyed = distributed.gather_mapping(
@@ -278,7 +332,8 @@ def score_hub(
 
 
 def _score_features(
-    info, name, arrays, label, labels, options, *, batch_size, max_buckets, key, progress, mesh
+    info, name, arrays, label, labels, options, *, batch_size, max_buckets, key, progress, mesh,
+    reduce_to=None,
 ) -> list:
     """Scores (or term dicts) of features candidates, in order, by bucketed vmapped calls."""
     for k, a in zip(label, arrays):
@@ -321,7 +376,7 @@ def _score_features(
         if info.features_options is not None:  # static options read from this bucket's models
             extra = info.features_options(padded[:m], dict(options), batch_size=chunk)
             group_opts = tuple(sorted({**extra, **options}.items()))
-        fn = _compiled(info.name, num_classes, group_opts, chunk)
+        fn = _compiled(info.name, num_classes, group_opts, chunk, reduce_to)
         vals = fn(fj, wj, labels_j, key)
         for j, i in enumerate(group):
             scores[i] = jax.tree.map(lambda a, j=j: a[j], vals)
