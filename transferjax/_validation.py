@@ -24,6 +24,7 @@ __all__ = [
     "check_indices",
     "check_stats",
     "check_width",
+    "rescale_extreme",
 ]
 
 
@@ -355,4 +356,34 @@ def prepare(
     values = jnp.asarray(targets.values)
     if not targets.regression:
         values = values.astype(jnp.int32)
-    return jnp.asarray(features, dt), targets._replace(values=values)
+    return rescale_extreme(features, dt), targets._replace(values=values)
+
+
+# Magnitudes whose squares (and sums of squares) stay comfortably inside the dtype's range.
+_SAFE_EXPONENT = {4: 40, 8: 400}
+
+
+def rescale_extreme(features, dtype):
+    """``features`` as a ``dtype`` JAX array, multiplied by a power of two when extreme.
+
+    Grams and variances square the features: in float32, entries beyond ``2^±40`` (about
+    ``1e±12``) overflow to inf or underflow to 0 there. When the largest magnitude of concrete
+    features lies outside ``[2^-40, 2^40]`` (``2^±400`` in float64) the features are multiplied
+    by ``2^-e``, ``e = round(log2 max|x|)``: exact in floating point, so scale-invariant metrics
+    give exactly the unscaled score and the others score the rescaled features (documented in
+    the README). Traced features are left alone.
+    """
+    dt = np.dtype(dtype)
+    if not is_concrete(features):
+        return jnp.asarray(features, dt)
+    if isinstance(features, np.ndarray):
+        top = float(np.max(np.abs(features))) if features.size else 0.0
+    else:
+        top = float(jnp.max(jnp.abs(features))) if features.size else 0.0
+    limit = _SAFE_EXPONENT.get(dt.itemsize, 40)
+    if top == 0.0 or -limit <= np.log2(top) <= limit:
+        return jnp.asarray(features, dt)
+    e = int(np.round(np.log2(top)))
+    if isinstance(features, np.ndarray):  # scale before the cast (1e30 fits float32, 1e300 not)
+        return jnp.asarray(np.ldexp(np.asarray(features, np.float64), -e), dt)
+    return jnp.asarray(jnp.ldexp(features, -e), dt)

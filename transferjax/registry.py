@@ -46,6 +46,8 @@ class MetricInfo:
         hub min-max normalises each term across the models ranked together and sums them with these
         weights (:func:`transferjax.pooling.combine_min_max`).
       streams: the metric accepts ``stats=`` (sufficient statistics) in place of the data.
+      scale_invariant: multiplying the features by a constant leaves the score unchanged in exact
+        arithmetic (checked at extreme scales by the robustness tests).
     """
 
     name: str
@@ -61,6 +63,7 @@ class MetricInfo:
     uses_labels: bool = True
     pool_weights: Mapping[str, float] | None = None
     streams: bool = False
+    scale_invariant: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {}
@@ -80,6 +83,7 @@ def register(
     uses_labels: bool = True,
     pool_weights: Mapping[str, float] | None = None,
     streams: bool = False,
+    scale_invariant: bool = False,
 ):
     """Decorator registering a public metric function under ``name`` (once)."""
     bad = set(tasks) - set(TASKS)
@@ -94,7 +98,7 @@ def register(
         METRICS[name] = MetricInfo(
             name, fn, tuple(tasks), inputs, higher_is_better, needs_key, summary, paper,
             label_options, features_options, uses_labels,
-            None if pool_weights is None else dict(pool_weights), streams,
+            None if pool_weights is None else dict(pool_weights), streams, scale_invariant,
         )
         return fn
 

@@ -121,6 +121,7 @@ def _prepare(name, features, labels, num_classes, dtype, check_inputs, width=Non
     summary="trace of inverse feature covariance times class-mean covariance",
     paper="Bao et al., ICIP 2019",
     streams=True,
+    scale_invariant=True,
 )
 def hscore(
     features: ArrayLike | None = None,
@@ -213,6 +214,7 @@ def hscore(
     summary="H-score with a Ledoit-Wolf shrinkage estimate of the feature covariance",
     paper="Ibrahim et al., ECML-PKDD 2022",
     streams=True,
+    scale_invariant=True,
 )
 def shrinkage_hscore(
     features: ArrayLike | None = None,

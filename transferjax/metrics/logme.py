@@ -48,14 +48,20 @@ def logme_evidence(
     n = jnp.asarray(n, dtype)
     width = jnp.asarray(width, dtype)
 
+    tiny = jnp.finfo(dtype).tiny
+    live = lam > 0
+
     def step(state):
         alpha, beta, _, _ = state
         t = alpha / beta
         tt = t[None, :]
-        gamma = jnp.sum(lam / (lam + tt), axis=0)
-        m2 = jnp.sum(lam * x2 / (tt + lam) ** 2, axis=0)
-        res2 = jnp.sum(x2 / (1 + lam / tt) ** 2, axis=0) + r0
-        alpha = gamma / (m2 + _EPS)
+        # Zero eigenvalues contribute nothing to γ and mᵀm and their whole projection to the
+        # residual; written with `where` so that all-zero features (α → 0) stay finite.
+        den = jnp.where(live, lam + tt, 1.0)
+        gamma = jnp.sum(jnp.where(live, lam / den, 0.0), axis=0)
+        m2 = jnp.sum(jnp.where(live, lam * x2 / den**2, 0.0), axis=0)
+        res2 = jnp.sum(jnp.where(live, x2 * (tt / den) ** 2, x2), axis=0) + r0
+        alpha = jnp.maximum(gamma / (m2 + _EPS), tiny)
         beta = (n - gamma) / (res2 + _EPS)
         converged = jnp.abs(alpha / beta - t) / t <= tol
         return (alpha, beta, m2, res2), converged
@@ -127,6 +133,9 @@ def logme(
     by the fixed point ``α ← γ/(mᵀm + 1e-5)``, ``β ← (n − γ)/(‖Fm − y‖² + 1e-5)``,
     ``γ = Σ σ_i²/(σ_i² + α/β)``, stopping when ``α/β`` moves by ``≤ tol`` relative or after
     ``max_iter`` steps, and returns the mean over targets of ``L/n``. Higher is better.
+    Features that carry nothing (all zero) drive ``α`` to 0; it is floored at the smallest
+    normal float, which leaves the finite limit ``L = n/2·log β − β‖y‖²/2 − n/2·log 2π``
+    (``β = n/‖y‖²``) when ``n ≥ d`` (the reference returns NaN).
 
     Computed from the eigen-decomposition of ``FᵀF`` (or ``FFᵀ`` when ``n < d``), never an SVD of
     ``F``: ``u_iᵀy = v_iᵀFᵀy/σ_i``. All target columns iterate together, each stopping on its own.
