@@ -205,7 +205,10 @@ def _bad_inputs(info):
         ("nan", (nan,) + args[1:], TypeError if info.inputs == "source_labels" else ValueError),
         ("3-D", (x[None],) + args[1:], ValueError),
         ("complex", (x.astype(np.complex64),) + args[1:], TypeError),
+        ("bool", (np.asarray(x) > 0,) + args[1:], TypeError),
     ]
+    if info.inputs == "features":
+        out.append(("no columns", (x[:, :0],) + args[1:], ValueError))
     if info.uses_labels:
         y = args[-1]
         out += [
@@ -213,6 +216,9 @@ def _bad_inputs(info):
             ("negative label", args[:-1] + (np.where(np.arange(N) == 0, -1, y),), ValueError),
             ("one class", args[:-1] + (np.zeros_like(y),), ValueError),
             ("2-D labels", args[:-1] + (np.stack([y, y], 1),), ValueError),
+            ("a class with no sample", args[:-1] + (2 * y,), ValueError),
+            ("bool labels", args[:-1] + (y == 0,), TypeError),
+            ("one sample", tuple(a[:1] for a in args), ValueError),
             ("huge label", args[:-1] + (np.where(np.arange(N) == 0, 2**40, y.astype(np.int64)),),
              ValueError),
         ]
