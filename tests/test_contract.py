@@ -44,8 +44,15 @@ def _data(seed=0, n=N, d=D, c=C):
     return f, y
 
 
+def _dims(info, n=N, d=D):
+    """Sizes for ``info``: the defaults, raised to the metric's smallest ``min(n, d)``."""
+    floor = info.smallest_dim()
+    return (n, d) if floor <= 1 else (max(n, floor + 20), max(d, floor))
+
+
 def _inputs(info, seed=0, n=N, d=D):
     """``(args, kwargs)`` of a call of ``info.fn`` on small, well-posed data."""
+    n, d = _dims(info, n, d)
     f, y = _data(seed, n, d)
     kw = {"key": KEY} if info.needs_key else {}
     if not info.uses_labels:
@@ -139,8 +146,9 @@ def test_ragged_hub_equals_one_by_one(metric):
     info = METRICS[metric]
     with jax.enable_x64(True):
         hub, y = {}, None
+        n, floor = _dims(info)[0], info.smallest_dim()
         for i, d in enumerate((3, 8, 64)):  # 64 > n: the n×n side of the Gram
-            f, y = _data(seed=i, d=d)
+            f, y = _data(seed=i, n=n, d=d if floor <= 1 else floor + d)
             hub[f"m{i}"] = f.astype(np.float64)
         kw = {"key": KEY} if info.needs_key else {}
         labels = y if info.uses_labels else None
@@ -166,7 +174,7 @@ def test_sample_permutation_invariance(metric):
     if metric in NOT_PERMUTATION_INVARIANT:
         pytest.skip(NOT_PERMUTATION_INVARIANT[metric])
     args, kw = _inputs(info)
-    perm = np.random.default_rng(3).permutation(N)
+    perm = np.random.default_rng(3).permutation(np.shape(args[0])[0])
     _close(
         info.fn(*[a[perm] for a in args], **kw), info.fn(*args, **kw), 1e-4, metric
     )

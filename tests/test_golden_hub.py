@@ -22,7 +22,8 @@ FILES = {"shrinkage_hscore": "hscore_reg.json"}
 TOLERANCE = {"gbc": ({jnp.float32: 1e-3, jnp.float64: 1e-4}, 1e-6)}  # as tests/metrics/test_gbc.py
 # Golden hub values made with other protocols, checked in their own test files: NLEEP's are
 # seeded (a band), TTA's hub entries need a source task, pool-relative metrics pool the hub.
-ELSEWHERE = {"nleep", "tta"}
+# alpha_req.json holds the raw exponent (tests/metrics/test_rankme.py scores the hub for it).
+ELSEWHERE = {"nleep", "tta", "alpha_req"}
 
 
 def _hub_metrics():

@@ -340,6 +340,15 @@ def _score_features(
         _validation.check_features(a, name=name, arg=f"features of model {k}")
     _validation.check_same_n(name, **{f"model {k}": a for k, a in zip(label, arrays)})
     n = int(np.shape(arrays[0])[0])
+    smallest = info.smallest_dim(options)
+    if smallest > 1:
+        small = [k for k, a in zip(label, arrays)
+                 if min(n, reduce_to or np.shape(a)[1], np.shape(a)[1]) < smallest]
+        if small:
+            raise ValueError(
+                f"{name}: {info.name} needs min(n, d) >= {smallest}; too small: "
+                f"{', '.join(small)} (n={n})"
+            )
     num_classes = None
     labels_j = None
     if info.uses_labels:

@@ -48,6 +48,9 @@ class MetricInfo:
       streams: the metric accepts ``stats=`` (sufficient statistics) in place of the data.
       scale_invariant: multiplying the features by a constant leaves the score unchanged in exact
         arithmetic (checked at extreme scales by the robustness tests).
+      min_dim: the smallest ``min(n, d)`` the metric accepts: an int, or ``f(options) -> int``
+        when an option sets it (α-ReQ's fit range). ``score_hub`` checks it for every candidate
+        before anything is traced (a traced width cannot raise).
     """
 
     name: str
@@ -64,6 +67,12 @@ class MetricInfo:
     pool_weights: Mapping[str, float] | None = None
     streams: bool = False
     scale_invariant: bool = False
+    min_dim: int | Callable[[dict], int] = 1
+
+    def smallest_dim(self, options: dict | None = None) -> int:
+        """:attr:`min_dim` for these options."""
+        m = self.min_dim
+        return int(m(dict(options or {})) if callable(m) else m)
 
 
 METRICS: dict[str, MetricInfo] = {}
@@ -84,6 +93,7 @@ def register(
     pool_weights: Mapping[str, float] | None = None,
     streams: bool = False,
     scale_invariant: bool = False,
+    min_dim: int | Callable[[dict], int] = 1,
 ):
     """Decorator registering a public metric function under ``name`` (once)."""
     bad = set(tasks) - set(TASKS)
@@ -99,6 +109,7 @@ def register(
             name, fn, tuple(tasks), inputs, higher_is_better, needs_key, summary, paper,
             label_options, features_options, uses_labels,
             None if pool_weights is None else dict(pool_weights), streams, scale_invariant,
+            min_dim,
         )
         return fn
 
