@@ -1,4 +1,5 @@
-"""Plain NumPy H-score and shrinkage H-score (float64), as the bench baselines.
+"""Plain NumPy H-score (float64), the bench baseline, and the pieces the shrinkage H-score's
+baseline reuses.
 
 Both follow the reference's steps: covariance matrices, ``np.linalg.pinv`` (an SVD of a d×d
 matrix) and a trace. The Ledoit–Wolf shrinkage is computed from its definition with matrix products
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+DESCRIPTION = "NumPy, np.cov + pinv (d×d SVD) as the reference"
 
-def _class_mean_cov(x, y):
+
+def class_mean_cov(x, y):
     c = int(y.max()) + 1
     counts = np.bincount(y, minlength=c).astype(np.float64)
     sums = np.zeros((c, x.shape[1]))
@@ -20,14 +23,14 @@ def _class_mean_cov(x, y):
     return (dev.T * counts) @ dev / (len(y) - 1)  # cov of the class-mean matrix, ddof=1
 
 
-def hscore_numpy(f, y) -> float:
+def reference(f, y) -> float:
     x = np.asarray(f, np.float64)
     y = np.asarray(y)
     cov_f = np.cov(x, rowvar=False)
-    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ _class_mean_cov(x, y)))
+    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ class_mean_cov(x, y)))
 
 
-def ledoit_wolf_numpy(x) -> tuple[float, np.ndarray]:
+def ledoit_wolf(x) -> tuple[float, np.ndarray]:
     """``(α, shrunk covariance)`` of already centred ``x`` (scikit-learn's estimate)."""
     n, d = x.shape
     s = x.T @ x / n
@@ -39,12 +42,3 @@ def ledoit_wolf_numpy(x) -> tuple[float, np.ndarray]:
     shrunk = (1 - alpha) * s
     shrunk[np.diag_indices(d)] += alpha * mu
     return alpha, shrunk
-
-
-def shrinkage_hscore_numpy(f, y) -> float:
-    x = np.asarray(f, np.float64)
-    x = x - x.mean(0)
-    y = np.asarray(y)
-    alpha, cov = ledoit_wolf_numpy(x)
-    cov_g = _class_mean_cov(x, y)
-    return float(np.trace(np.linalg.pinv(cov, rcond=1e-15) @ ((1 - alpha) * cov_g)))

@@ -1,4 +1,4 @@
-"""Plain NumPy GBC (the reference's math, float64), as the bench baseline.
+"""Plain NumPy GBC (the reference's math, float64), the bench baseline.
 
 Per-class means and floored ``ddof=0`` variances, then the Bhattacharyya distance of every ordered
 class pair in a Python loop, like the reference (``google-research/stable_transfer``), but in NumPy.
@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+DESCRIPTION = "NumPy, Python loop over the c² class pairs"
 
-def gbc_numpy(f, y, *, gaussian: str = "spherical") -> float:
+VARIANTS = [
+    {"label": "gbc_diagonal", "options": {"gaussian": "diagonal"},
+     "reference_options": {"gaussian": "diagonal"},
+     "description": "NumPy, Python loop over the c² pairs"},
+]
+
+
+def reference(f, y, *, gaussian: str = "spherical") -> float:
     f = np.asarray(f, np.float64)
     y = np.asarray(y)
     classes = np.unique(y)

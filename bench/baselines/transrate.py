@@ -1,4 +1,4 @@
-"""Plain NumPy TransRate (float64), as the bench baselines.
+"""Plain NumPy TransRate (float64), the bench baselines.
 
 ``method="slogdet"``: the canonical formula with one ``d×d`` ``slogdet`` per class (what a
 straightforward implementation does). ``method="svd_rank"``: the official repository's eigen route
@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
+DESCRIPTION = "NumPy, one d×d slogdet per class"
 
-def transrate_numpy(f, y, *, eps: float = 1e-4, method: str = "slogdet") -> float:
+VARIANTS = [
+    {"label": "transrate_svd", "options": {"method": "svd"},
+     "reference_options": {"method": "svd_rank"},
+     "description": "NumPy, the official repo's route (SVD + matrix_rank of each d×d Gram)"},
+]
+
+
+def reference(f, y, *, eps: float = 1e-4, method: str = "slogdet") -> float:
     z = np.asarray(f, np.float64)
     z = z - z.mean(0)
     y = np.asarray(y)
-    n, d = z.shape
+    d = z.shape[1]
     k = int(y.max()) + 1
 
     def rate(a):

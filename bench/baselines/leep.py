@@ -1,11 +1,13 @@
-"""Plain NumPy LEEP (float64), as the bench baseline: joint table by ``np.add.at``, vectorised."""
+"""Plain NumPy LEEP (float64), the bench baseline: joint table by ``np.add.at``, vectorised."""
 
 from __future__ import annotations
 
 import numpy as np
 
+DESCRIPTION = "NumPy, vectorised joint table (z=1000)"
 
-def leep_numpy(source_probs, y) -> float:
+
+def reference(source_probs, y) -> float:
     theta = np.asarray(source_probs, np.float64)
     y = np.asarray(y)
     n, z = theta.shape

@@ -1,4 +1,4 @@
-"""Plain NumPy LogME (the reference's math, float64), as the bench baseline.
+"""Plain NumPy LogME (the reference's math, float64), the bench baseline.
 
 ``method="svd"`` takes a full thin SVD of the n×d data (what a straightforward implementation does);
 ``method="gram"`` decomposes FᵀF like the reference does when n > d.
@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+DESCRIPTION = "NumPy, full SVD of the n×d data"
 
-def logme_numpy(f, y, *, method: str = "svd", max_iter: int = 11, tol: float = 1e-3) -> float:
+VARIANTS = [  # the same JAX call against the reference's own route (FᵀF when n > d)
+    {"label": "logme (vs NumPy gram)", "reference_options": {"method": "gram"},
+     "description": "NumPy, eigh of FᵀF (the reference's route when n > d)"},
+]
+
+
+def reference(f, y, *, method: str = "svd", max_iter: int = 11, tol: float = 1e-3) -> float:
     f = np.asarray(f, np.float64)
     n, d = f.shape
     if method == "svd" or n <= d:

@@ -1,6 +1,6 @@
 """LogME over N = 10⁶ rows streamed from a generator: throughput, peak memory, float32 accuracy.
 
-    python bench/stream_bench.py [--n 1000000] [--d 256] [--chunk 8192] [--no-write]
+    python -m bench stream [--n 1000000] [--d 256] [--c 50] [--chunk 8192] [--no-write]
 
 The generator makes each chunk on the fly (post-ReLU Gaussian features with class offsets), so the
 full matrix (N·D·4 bytes: 1 GB at D=256) never exists. Peak RSS is read from getrusage. The float32
@@ -10,20 +10,15 @@ stream is compared with a float64 stream of the same chunks (the accuracy of the
 from __future__ import annotations
 
 import argparse
-import datetime
 import resource
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import transferjax as tj
 
-import transferjax as tj  # noqa: E402
-from common import machine  # noqa: E402
+from .common import section_head, write_section
 
 
 def chunks(n, d, c, size, seed=0):
@@ -53,7 +48,8 @@ def gen_only(n, d, c, size):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m bench stream",
+                                 description=__doc__.splitlines()[0])  # fmt: skip
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--c", type=int, default=50)
@@ -69,26 +65,13 @@ def main(argv=None):
         run(4 * size, d, c, size)
         s64, t64 = run(n, d, c, size)
     full_gb = n * d * 4 / 1e9
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = section_head(f"Streamed LogME, N={n:,} D={d} C={c}, chunks of {size}")
     lines = [
-        f"## Streamed LogME, N={n:,} D={d} C={c}, chunks of {size}, {stamp}",
-        "",
-        f"Machine: {machine()}",
-        "",
         "| dtype | wall s (incl. generating data) | generating alone s | rows/s (stats+score) | peak RSS MB | full matrix GB | score | rel. diff vs float64 |",
         "|---|---|---|---|---|---|---|---|",
         f"| float32 | {t32:.1f} | {gen:.1f} | {n / max(t32 - gen, 1e-9):,.0f} | {rss_mb:.0f} | {full_gb:.2f} | {s32:.6f} | {abs(s32 / s64 - 1):.1e} |",
         f"| float64 | {t64:.1f} | {gen:.1f} | {n / max(t64 - gen, 1e-9):,.0f} | (same process) | {2 * full_gb:.2f} | {s64:.6f} | 0 |",
         "",
         "Peak RSS is the whole process (JAX runtime included) after the float32 pass.",
-        "",
     ]
-    print("\n".join(lines))
-    if not args.no_write:
-        out = HERE / "RESULTS.md"
-        prev = out.read_text() if out.exists() else "# Benchmark results\n"
-        out.write_text(prev.rstrip("\n") + "\n\n" + "\n".join(lines))
-
-
-if __name__ == "__main__":
-    main()
+    write_section(head, lines, write=not args.no_write)

@@ -1,6 +1,6 @@
-"""Plain NumPy PED dynamics (float64), as the bench baseline and a cross-check.
+"""Plain NumPy PED dynamics (float64), shared by the ``ped_logme`` and ``ped_sfda`` baselines.
 
-``ped_numpy`` follows the reference's loop literally: every step re-standardises all ``n`` rows,
+``dynamics`` follows the reference's loop literally: every step re-standardises all ``n`` rows,
 recomputes the class means and radii, forms the ``c × c × d`` pairwise push and moves every row
 (``O(n·d + c²·d)`` per step, the ``c × c × d`` tensors held in memory).
 """
@@ -8,6 +8,8 @@ recomputes the class means and radii, forms the ``c × c × d`` pairwise push an
 from __future__ import annotations
 
 import numpy as np
+
+DESCRIPTION = "NumPy, the reference's loop: all n rows every step"
 
 
 def _one_step(x, y, c, mean, std, *, time_step, nsigma, constant):
@@ -29,7 +31,7 @@ def _one_step(x, y, c, mean, std, *, time_step, nsigma, constant):
     return (z + delta[y]) * std + mean, float(np.abs(delta).sum())
 
 
-def ped_numpy(
+def dynamics(
     x,
     y,
     *,

@@ -1,6 +1,6 @@
 """score_hub vs a Python loop over the jitted single-model metric (issue: many models at once).
 
-    python bench/hub_bench.py [--metric logme] [--repeats 15] [--no-write]
+    python -m bench hub [--metric logme] [--repeats 15] [--only 0 1] [--no-write]
 
 Hubs: 20 models N=1000 widths 32..256; 50 models N=1000 widths 8..32; 10 models p1-sized
 (N=5000, widths 512..1024). Cold = the first call in a fresh compilation cache (what a user running
@@ -10,21 +10,16 @@ Hubs: 20 models N=1000 widths 32..256; 50 models N=1000 widths 8..32; 10 models 
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import transferjax as tj
+from transferjax import hub as hub_mod
 
-import transferjax as tj  # noqa: E402
-from common import block, machine  # noqa: E402
-from transferjax import hub as hub_mod  # noqa: E402
+from .common import block, section_head, write_section
 
 
 def make_hub(m, n, lo, hi, c, seed=0):
@@ -37,8 +32,8 @@ def make_hub(m, n, lo, hi, c, seed=0):
 
 
 def loop(metric, hub, y):
-    fn = tj.get_metric(metric).fn
-    return [block(fn(f, y)) for f in hub.values()]
+    info = tj.get_metric(metric)
+    return [block(info.fn(f, y) if info.uses_labels else info.fn(f)) for f in hub.values()]
 
 
 def hub_call(metric, hub, y, **kw):
@@ -67,17 +62,19 @@ HUBS = {
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m bench hub", description=__doc__.splitlines()[0])
     ap.add_argument("--metric", default="logme")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--only", type=int, nargs="*", help="hub indices to run")
     args = ap.parse_args(argv)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"## score_hub vs loop ({args.metric}), {stamp}", "", f"Machine: {machine()}", "",
-             "| hub | variant | buckets | cold s | warm s | loop cold s | loop warm s | cold speed-up | warm ÷ loop |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    print("\n".join(lines))
+    head = section_head(f"score_hub vs loop ({args.metric})")
+    lines = [
+        "| hub | variant | buckets | cold s | warm s | loop cold s | loop warm s | cold speed-up | "
+        + "warm ÷ loop |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(head + lines))
     for i, (label, spec) in enumerate(HUBS.items()):
         if args.only and i not in args.only:
             continue
@@ -92,12 +89,6 @@ def main(argv=None):
                    f"{lc / hc:.1f}× | {hw / lw:.2f} |")
             print(row)
             lines.append(row)
-    lines.append(f"\nCold: first call after `jax.clear_caches()`; warm: median of {args.repeats}.\n")
-    if not args.no_write:
-        out = HERE / "RESULTS.md"
-        prev = out.read_text() if out.exists() else "# Benchmark results\n"
-        out.write_text(prev.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    lines.append(f"\nCold: first call after `jax.clear_caches()`; warm: median of {args.repeats}.")
+    print(lines[-1])
+    write_section(head, lines, write=not args.no_write, echo=False)

@@ -6,9 +6,10 @@ The "accuracies" are the held-out accuracy of a ridge linear probe trained on 40
 tested on 2000 fresh samples of the same generator: a measurable stand-in for fine-tuning
 accuracy, not a real fine-tuning result.
 
-    python bench/make_example_hub.py
+    python -m bench example-hub [--out DIR]
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -41,7 +42,11 @@ def _probe_accuracy(ftr, ytr, fte, yte, ridge=1.0):
     return float(np.mean((b @ w).argmax(1) == yte))
 
 
-def main():
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench example-hub",
+                                 description=__doc__.splitlines()[0])  # fmt: skip
+    ap.add_argument("--out", type=Path, default=OUT, help=f"folder to write (default {OUT})")
+    out = ap.parse_args(argv).out
     rng = np.random.default_rng(20261123)
     centres = rng.normal(0, 1.0, (C, LATENT))
     ztr, ytr = _sample(rng, N_TRAIN, centres)
@@ -57,15 +62,11 @@ def main():
         ftr, fte = embed(ztr, rng), embed(zte, rng)
         hub[name] = ftr.astype(np.float32)
         acc[name] = round(100 * _probe_accuracy(ftr, ytr, fte, yte), 2)
-    np.savez_compressed(OUT / "example_hub.npz", **hub)
+    np.savez_compressed(out / "example_hub.npz", **hub)
     meta = {
         "note": "synthetic example: held-out accuracy (%) of a ridge linear probe on 2000 fresh "
-        "samples of the same generator (bench/make_example_hub.py); not a fine-tuning result",
+        "samples of the same generator (python -m bench example-hub); not a fine-tuning result",
         "accuracies": acc,
     }
-    (OUT / "example_accuracies.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (out / "example_accuracies.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(acc)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Plain NumPy DISCO (the reconstruction of shared/spec/disco.md, float64), as the bench baseline.
+"""Plain NumPy DISCO (the reconstruction of shared/spec/disco.md, float64), the bench baseline.
 
 Thin SVD of the centred features, rank by NumPy's ``matrix_rank`` rule, ``n_groups`` contiguous
 groups of singular values, a nearest-centroid accuracy (classification) or R² (regression) per
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+DESCRIPTION = "NumPy, thin SVD of the n×d data, loop over groups"
 
-def disco_numpy(f, y, *, n_groups: int = 10, center: bool = True, ncc: str = "acc") -> float:
+VARIANTS = [{"label": "disco-svd", "options": {"method": "svd"}, "reference": None}]
+
+
+def reference(f, y, *, n_groups: int = 10, center: bool = True, ncc: str = "acc") -> float:
     f = np.asarray(f, np.float64)
     if center:
         f = f - f.mean(axis=0)
