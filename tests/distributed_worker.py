@@ -60,6 +60,16 @@ def main() -> int:
         np.testing.assert_allclose(getattr(st, field), getattr(one, field), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(tj.logme(stats=st), tj.logme(x, y), rtol=1e-9)
 
+    # a second pass over each process's own rows (SFDA's ConfMix statistics and score, GBC)
+    local_pass = lambda: [(mine_x[i : i + 50], mine_y[i : i + 50]) for i in range(0, len(rows), 50)]  # noqa: E731
+    np.testing.assert_allclose(
+        tj.sfda(stats=st, second_pass=local_pass), tj.sfda(x, y), rtol=1e-8
+    )
+    full = tj.sharded_stats(mine_x, mine_y, c, mesh=mesh, class_scatter=True)
+    np.testing.assert_allclose(
+        tj.gbc(stats=full, pca_dim=4), tj.gbc(x, y, pca_dim=4), rtol=1e-8
+    )
+
     # streamed: this process's rows in chunks of 64
     local = [(mine_x[i : i + 64], mine_y[i : i + 64]) for i in range(0, len(rows), 64)]
     streamed = tj.stream_stats(local, num_classes=c)

@@ -26,6 +26,10 @@ def _stats_metrics():
     return [n for n, m in METRICS.items() if "stats" in inspect.signature(m.fn).parameters]
 
 
+# options fitting the d = 24 features of _data (α-ReQ's default fit reads ranks up to 100)
+_SMALL_D_OPTIONS = {"alpha_req": {"fit_range": (2, 20)}}
+
+
 # NLEEP's streamed path (dozens of passes) has its own tests in tests/metrics/test_nleep.py.
 @pytest.mark.parametrize("metric", [m for m in _stats_metrics() if m != "nleep"])
 @pytest.mark.parametrize("size", [97, 4000])  # many chunks, the last one partial; one padded chunk
@@ -33,7 +37,8 @@ def test_chunked_equals_one_shot(metric, size, precision):
     x, y = _data()
     fn = METRICS[metric].fn
     kw = {"key": jax.random.key(0)} if METRICS[metric].needs_key else {}
-    ref = fn(x, y, **kw)
+    kw.update(_SMALL_D_OPTIONS.get(metric, {}))
+    ref = fn(x, y, **kw) if METRICS[metric].uses_labels else fn(x, **kw)  # RankMe: no labels
     if "second_pass" in inspect.signature(fn).parameters:  # a per-sample pass besides the stats
         kw["second_pass"] = lambda: _chunks(x, y, size)
     got = fn(stats=tj.stream_stats(_chunks(x, y, size), num_classes=5), **kw)
@@ -226,3 +231,105 @@ def test_stats_and_second_pass_errors():
         tj.stream_label_table([(p.argmax(1), yp)], 5)
     with pytest.raises(ValueError, match="mixes"):
         tj.stream_label_table([(p, yp), (p.argmax(1), yp)], 5, 7)
+
+
+# ----------------------------------------------------------------------------- fold
+
+
+_TRACES = []
+
+
+@jax.jit
+def _moments_step(carry, x, y, w, shift):
+    """Per-class row counts, sums and the total of squares of ``x − shift``: a carry pytree."""
+    _TRACES.append(x.shape)  # runs only while tracing: counts compilations
+    r = (x - shift[None, :]) * w[:, None]
+    counts = jax.ops.segment_sum(w, y, num_segments=5)
+    sums = jax.ops.segment_sum(r, y, num_segments=5)
+    return {"counts": carry["counts"] + counts, "sums": carry["sums"] + sums,
+            "sq": carry["sq"] + jnp.sum(r * (x - shift[None, :]))}
+
+
+def _moments_init(d=6):
+    return {"counts": jnp.zeros(5), "sums": jnp.zeros((5, d)), "sq": jnp.zeros(())}
+
+
+def test_fold_carry_equals_one_shot():
+    x, y = _data(n=203, d=6)
+    shift = x.mean(0)
+    r = x.astype(np.float64) - shift
+    _TRACES.clear()
+    for sizes, chunk_size in [((50, 50, 50, 50, 3), None), ((203,), 64), ((7, 100, 96), 40)]:
+        cuts = np.cumsum((0,) + sizes)
+        chunks = [(x[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+        got = tj.streaming.fold(
+            _moments_step, _moments_init(), lambda: chunks, args=(jnp.asarray(shift),),
+            name="demo", width=6, num_classes=5, count=203, chunk_size=chunk_size,
+        )
+        np.testing.assert_array_equal(np.asarray(got["counts"]), np.bincount(y, minlength=5))
+        sums = np.stack([r[y == k].sum(0) for k in range(5)])
+        np.testing.assert_allclose(np.asarray(got["sums"]), sums, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(float(got["sq"]), np.sum(r * r), rtol=1e-5)
+    # one compile per chunk size (50, 64, 40), however many chunks and partial chunks
+    assert sorted(s[0] for s in _TRACES) == [40, 50, 64]
+
+
+def test_fold_pads_the_last_piece_with_zero_weight_rows():
+    x, y = _data(n=23, d=3)
+    seen = []
+
+    def record(carry, xc, yc, w):  # a plain function: fold needs no more than a callable
+        seen.append((np.asarray(xc), np.asarray(yc), np.asarray(w)))
+        return carry + 1
+
+    # chunks of 10 and 13 rows cut into pieces of 10: 10 | 10, 3 (padded to 10)
+    pieces = tj.streaming.fold(record, 0, [(x[:10], y[:10]), (x[10:], y[10:])], name="demo",
+                               width=3, num_classes=5, count=23)
+    assert pieces == 3
+    assert all(xc.shape == (10, 3) and yc.shape == (10,) and yc.dtype == np.int32
+               for xc, yc, _ in seen)
+    xc, yc, w = seen[-1]
+    np.testing.assert_array_equal(w, [1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(xc[:3], x[20:])
+    assert not xc[3:].any() and not yc[3:].any()
+    np.testing.assert_array_equal(np.concatenate([s[2] for s in seen]).sum(), 23)
+
+
+def test_fold_errors():
+    x, y = _data(n=40, d=4)
+    kw = dict(name="mymetric", width=4, num_classes=5, count=40)
+
+    def run(source, **extra):
+        return tj.streaming.fold(lambda c, *_: c, 0, source, **{**kw, **extra})
+
+    run([(x, y)])  # well-formed: no error
+    with pytest.raises(ValueError, match=r"mymetric: second_pass chunk 1 .*\(20, 3\).*width 4"):
+        run([(x[:20], y[:20]), (x[20:, :3], y[20:])])
+    for check in (True, False):  # labels of another length: checked even without check_inputs
+        with pytest.raises(ValueError, match=r"mymetric: second_pass chunk 0 .*\(39,\) for 40"):
+            run([(x, y[:39])], check_inputs=check)
+    with pytest.raises(ValueError, match="mymetric: second_pass yielded 20 samples but the "
+                                         "statistics hold 40"):
+        run([(x[:20], y[:20])])
+    with pytest.raises(ValueError, match=r"mymetric: .*labels of chunk 0.*0\.\.4"):
+        run([(x, y + 1)])
+    with pytest.raises(TypeError, match="mymetric: second_pass is read 2 times"):
+        run(_chunks(x, y, 10), passes=2)
+    with pytest.raises(TypeError, match="mymetric: second_pass chunk 0 must be a"):
+        run([x])
+    with pytest.raises(TypeError, match="mymetric: second_pass must be an iterable"):
+        run(3)
+
+
+def test_stream_stats_chunk_shape_errors():
+    x, y = _data(n=40, d=4)
+    for check in (True, False):
+        with pytest.raises(ValueError, match=r"stream_stats: chunk 1 .*\(20, 3\).*width 4"):
+            tj.stream_stats([(x[:20], y[:20]), (x[20:, :3], y[20:])], num_classes=5,
+                            check_inputs=check)
+        with pytest.raises(ValueError, match=r"stream_stats: chunk 1 .*\(19,\) for 20 rows"):
+            tj.stream_stats([(x[:20], y[:20]), (x[20:], y[21:])], num_classes=5,
+                            check_inputs=check)
+    p, yp = _source(n=60)
+    with pytest.raises(ValueError, match=r"stream_label_table: chunk 0 .*\(59,\) for 60 rows"):
+        tj.stream_label_table([(p, yp[:59])], 5, check_inputs=False)

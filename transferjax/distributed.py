@@ -29,6 +29,7 @@ __all__ = [
     "agree",
     "merge_stats_across_processes",
     "sum_across_processes",
+    "combine_across_processes",
     "gather_mapping",
     "local_mesh",
 ]
@@ -116,6 +117,24 @@ def sum_across_processes(tree, *, name: str):
     leaves, struct = jax.tree.flatten(tree)
     agree(name, leaves=len(leaves), **{f"size{i}": np.size(x) for i, x in enumerate(leaves)})
     return jax.tree.unflatten(struct, [jnp.asarray(_allgather(x).sum(0)) for x in leaves])
+
+
+def combine_across_processes(carry, init, *, merge=None, name: str):
+    """Every process's ``carry`` combined: ``merge`` folded over processes, or summed as
+    ``init + Σ_p (carry_p − init)`` (a second pass whose step adds to its carry)."""
+    if jax.process_count() == 1:
+        return carry
+    leaves, struct = jax.tree.flatten(carry)
+    agree(name, leaves=len(leaves), **{f"size{i}": np.size(x) for i, x in enumerate(leaves)})
+    gathered = [_allgather(x) for x in leaves]
+    parts = [
+        jax.tree.unflatten(struct, [jnp.asarray(g[p], jnp.asarray(x).dtype)
+                                    for g, x in zip(gathered, leaves)])
+        for p in range(jax.process_count())
+    ]
+    if merge is not None:
+        return functools.reduce(merge, parts)
+    return jax.tree.map(lambda i, *ps: i + sum(p - i for p in ps), init, *parts)
 
 
 def _gather_strings(items: list[str]) -> list[list[str]]:

@@ -3,13 +3,14 @@
 Everything here reuses :func:`transferjax.stats.feature_stats` and :func:`merge_stats` (the Chan et
 al. pairwise update, which keeps centred scatters accurate in float32): streaming merges one jitted
 chunk at a time; sharding lets XLA partition the same one-pass computation over a device mesh
-(JAX's own sharding; nothing hand-rolled).
+(JAX's own sharding; nothing hand-rolled). :func:`fold` is the one per-sample pass a metric makes
+over the chunks again when its score is not a function of the statistics alone.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Iterable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from ._typing import Array, ArrayLike
 from .stats import FeatureStats, LabelTable, empty_stats, feature_stats, merge_stats
 
 __all__ = ["stream_stats", "sample_mesh", "shard_samples", "sharded_stats", "stream_label_table",
-           "second_pass_batches", "fresh_batches", "check_pass_count"]
+           "fold"]
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "regression", "class_scatter"))
@@ -36,6 +37,58 @@ def _update(state, x, y, w, *, num_classes, regression, class_scatter=False):
 def _pieces(x, y, size):
     for start in range(0, x.shape[0], size):
         yield x[start : start + size], y[start : start + size]
+
+
+def _pad_rows(a, size):
+    """``a`` with zero rows appended up to ``size`` rows (NumPy stays NumPy, JAX stays JAX)."""
+    b = a.shape[0]
+    if b == size:
+        return a
+    xp = np if isinstance(a, np.ndarray) else jnp
+    return xp.concatenate([a, xp.zeros((size - b,) + a.shape[1:], a.dtype)])
+
+
+def _row_mask(b, size, dtype):
+    """``[size]`` weights: 1 for the ``b`` real rows, 0 for the padding rows after them."""
+    return jnp.asarray(np.arange(size) < b, dtype)
+
+
+def _as(a, dtype):
+    """``a`` in ``dtype``, staying on the host if it is a NumPy array (padded there, moved once)."""
+    return np.asarray(a, dtype) if isinstance(a, np.ndarray) else jnp.asarray(a, dtype)
+
+
+def _unpack(chunk, name, i, what="chunk"):
+    """Chunk ``i`` as a ``(features, labels)`` pair of arrays (lists become NumPy arrays)."""
+    try:
+        x, y = chunk
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: {what} {i} must be a (features, labels) pair, got {type(chunk).__name__}"
+        ) from None
+    return tuple(a if hasattr(a, "shape") else np.asarray(a) for a in (x, y))
+
+
+def _check_chunk_shapes(x, y, name, i, width, what="chunk"):
+    """Always-on shape checks of chunk ``i``: ``[rows, width]`` features (``width`` None: any),
+    and labels with one entry (or one target row) per feature row."""
+    shape = tuple(np.shape(x))
+    if len(shape) != 2:
+        raise ValueError(f"{name}: {what} {i} has shape {shape}; expected 2-D features [rows, d]")
+    if width is not None and shape[1] != width:
+        raise ValueError(
+            f"{name}: {what} {i} has shape {shape}; expected features of width {width} "
+            f"[rows, {width}]"
+        )
+    _check_label_rows(y, shape[0], name, i, what)
+
+
+def _check_label_rows(y, rows, name, i, what="chunk"):
+    if tuple(np.shape(y))[:1] != (rows,):
+        raise ValueError(
+            f"{name}: {what} {i} has labels of shape {tuple(np.shape(y))} for {rows} rows, "
+            f"expected {rows} labels"
+        )
 
 
 def stream_stats(
@@ -75,8 +128,9 @@ def stream_stats(
       The merged :class:`FeatureStats`; pass it as ``stats=`` to statistics-based metrics.
 
     Raises:
-      ValueError: no chunk, chunks of different widths, bad values; or the merged labels have
-        fewer than two classes present.
+      ValueError: no chunk, chunks of different widths, labels whose length differs from their
+        chunk's rows (both checked even with ``check_inputs=False``), bad values; or the merged
+        labels have fewer than two classes present.
 
     Examples:
       >>> import numpy as np, transferjax as tj
@@ -89,38 +143,34 @@ def stream_stats(
     name = "stream_stats"
     dt = compute_dtype(None, dtype)
     state, width, size = None, None, chunk_size
-    for i, (x, y) in enumerate(batches):
+    for i, chunk in enumerate(batches):
+        x, y = _unpack(chunk, name, i)
         if check_inputs:
             x = _validation.check_features(x, name=name, arg=f"features of chunk {i}", min_n=1)
+        _check_chunk_shapes(x, y, name, i, width)
         if regression is None:
             regression = np.dtype(np.asarray(y[:1]).dtype).kind == "f"
         if not regression and num_classes is None:
             raise ValueError(f"{name}: num_classes is required for classification labels")
         if class_scatter and regression:
             raise ValueError(f"{name}: class_scatter=True needs integer class labels")
-        if width is None:
-            width = x.shape[1]
-            size = size or x.shape[0]
-        elif x.shape[1] != width:
-            raise ValueError(f"{name}: chunk {i} has width {x.shape[1]}, earlier chunks {width}")
+        width = x.shape[1]
         if check_inputs:
             _check_chunk_labels(y, x.shape[0], name, i, num_classes, regression)
         if state is None:
             state = empty_stats(width, num_classes or 0, _num_targets(y) if regression else 0, dt,
-                           class_scatter=bool(class_scatter))
+                                class_scatter=bool(class_scatter))
+        if x.shape[0] == 0:
+            continue
+        size = size or x.shape[0]
         for xp, yp in _pieces(x, y, size):
             b = xp.shape[0]
-            xp = np.asarray(xp, dt) if isinstance(xp, np.ndarray) else jnp.asarray(xp, dt)
-            yp = (np.asarray(yp, dt).reshape(b, -1) if regression else np.asarray(yp, np.int32))
-            w = np.ones((size,), dt)
-            if b < size:
-                w[b:] = 0
-                xp = jnp.concatenate([jnp.asarray(xp), jnp.zeros((size - b, width), dt)])
-                yp = np.concatenate([yp, np.zeros((size - b,) + yp.shape[1:], yp.dtype)])
+            xp = _as(xp, dt)
+            yp = np.asarray(yp, dt).reshape(b, -1) if regression else np.asarray(yp, np.int32)
             state = _update(
-                state, jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w),
-                num_classes=0 if regression else int(num_classes), regression=bool(regression),
-                class_scatter=bool(class_scatter),
+                state, jnp.asarray(_pad_rows(xp, size)), jnp.asarray(_pad_rows(yp, size)),
+                _row_mask(b, size, dt), num_classes=0 if regression else int(num_classes),
+                regression=bool(regression), class_scatter=bool(class_scatter),
             )
     if jax.process_count() > 1:  # every process streamed its own chunks: merge them all
         state = distributed.merge_stats_across_processes(state, name=name)
@@ -251,9 +301,119 @@ def _multiprocess_stats(features, labels, num_classes, mesh, dtype, class_scatte
 # ----------------------------------------------------------------------------- second passes
 
 
-def fresh_batches(source, *, name: str, passes: int = 1):
-    """An iterable of chunks from ``second_pass=``: a callable returning a fresh iterable, or an
-    iterable (a one-shot iterator such as a generator only when it is read once, ``passes=1``)."""
+def fold(
+    step: Callable,
+    init,
+    source,
+    *,
+    name: str,
+    width: int,
+    num_classes: int,
+    count=None,
+    args: tuple = (),
+    chunk_size: int | None = None,
+    dtype=None,
+    check_inputs: bool = True,
+    passes: int = 1,
+    merge: Callable | None = None,
+):
+    r"""Fold a jitted per-chunk update over ``(features, labels)`` chunks: one streamed pass.
+
+    With the chunks cut and padded to ``B`` rows each (``X_k [B, width]``, ``y_k [B]`` int32,
+    ``w_k [B]`` with 1 for a real row and 0 for a padding row)
+
+    .. math:: c_0 = \mathrm{init}, \qquad c_{k+1} = \mathrm{step}(c_k, X_k, y_k, w_k, *\mathrm{args}),
+
+    and the result is the carry after the last chunk. Every call of ``step`` sees the same shapes,
+    so a ``step`` jitted once at module level compiles once (static keyword arguments can be bound
+    with :func:`functools.partial`; arrays the update reads, such as means or a basis, go in
+    ``args`` so they are traced, not baked into the program). Padding rows are zero features with
+    label 0: ``step`` must give them no weight, with ``jnp.where(w > 0, ...)`` wherever a zero row
+    could produce a non-finite value (``0 · inf`` is NaN). Memory is that of one chunk and the
+    carry, whatever the number of samples.
+
+    The real rows are counted on the host; when ``count`` (e.g. ``stats.count`` of the statistics
+    the pass completes) is given and concrete, a pass over a different number of samples raises.
+
+    Over several processes (``jax.distributed``) each process folds its own chunks and the carries
+    are combined, so every process returns the carry of all rows: by ``merge(a, b)`` when given,
+    else as sums (``init + Σ_p (c_p − init)``, right for every step that adds to its carry).
+
+    Args:
+      step: ``step(carry, x [B, width], labels [B], w [B], *args) -> carry``, jitted.
+      init: the initial carry (any pytree the step accepts).
+      source: a callable returning a fresh iterable of ``(features [b, width], labels [b])``
+        chunks (``b`` may vary), or a re-iterable sequence of them; a one-shot iterator (a
+        generator) only when ``passes=1``.
+      name: the public function reported in errors.
+      width: the number of feature columns every chunk must have.
+      num_classes: labels must be integers in ``0..num_classes-1``.
+      count: the number of samples the pass must cover (compared when concrete); None: no check.
+      args: extra arguments passed to every ``step`` call after the weights.
+      chunk_size: ``B`` (default: the rows of the first non-empty chunk).
+      dtype: the features' dtype in ``step`` (default float32, float64 under x64).
+      check_inputs: check each chunk's values (finite features, labels in range); shapes are
+        always checked.
+      passes: how many times the caller reads ``source`` (``>1`` rejects a one-shot iterator,
+        which the second read would find empty).
+      merge: how two processes' carries combine (e.g. :func:`~transferjax.merge_stats`); None:
+        they add.
+
+    Returns:
+      The final carry.
+
+    Raises:
+      TypeError: ``source`` neither iterable nor callable, or a one-shot iterator with
+        ``passes > 1``; a chunk that is not a ``(features, labels)`` pair; non-integer labels.
+      ValueError: a chunk of another width, labels whose length differs from the chunk's rows,
+        bad values, or a pass over another number of samples than ``count``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpy as np
+      >>> from transferjax.streaming import fold
+      >>> @jax.jit
+      ... def class_sums(carry, x, y, w):
+      ...     return carry + jax.ops.segment_sum(x * w[:, None], y, num_segments=2)
+      >>> x = np.arange(10.0).reshape(5, 2); y = np.array([0, 1, 0, 1, 0])
+      >>> chunks = lambda: [(x[:3], y[:3]), (x[3:], y[3:])]
+      >>> fold(class_sums, jnp.zeros((2, 2)), chunks, name="demo", width=2, num_classes=2,
+      ...      count=5).tolist()
+      [[12.0, 15.0], [8.0, 10.0]]
+    """
+    dt = compute_dtype(None, dtype)
+    size, seen, carry = chunk_size, 0, init
+    for i, chunk in enumerate(_fresh(source, name=name, passes=passes)):
+        x, y = _unpack(chunk, name, i, "second_pass chunk")
+        if check_inputs:
+            x = _validation.check_features(
+                x, name=name, arg=f"second_pass features of chunk {i}", min_n=1
+            )
+        _check_chunk_shapes(x, y, name, i, width, "second_pass chunk")
+        if check_inputs:
+            _check_chunk_labels(y, x.shape[0], name, i, num_classes, False)
+        if x.shape[0] == 0:
+            continue
+        size = size or x.shape[0]
+        for xp, yp in _pieces(x, y, size):
+            b = xp.shape[0]
+            seen += b
+            xp = _pad_rows(_as(xp, dt), size)
+            yp = _pad_rows(_as(yp, np.int32), size)
+            carry = step(carry, xp, yp, _row_mask(b, size, dt), *args)
+    if jax.process_count() > 1:
+        carry = distributed.combine_across_processes(carry, init, merge=merge, name=name)
+        seen = int(distributed.sum_across_processes(jnp.asarray(seen, jnp.int32), name=name))
+    if count is not None and _validation.is_concrete(count):
+        expected = float(np.asarray(count))
+        if abs(seen - expected) > 0.5:
+            raise ValueError(
+                f"{name}: second_pass yielded {seen} samples but the statistics hold {expected:g}"
+            )
+    return carry
+
+
+def _fresh(source, *, name: str, passes: int):
+    """The chunks of ``source``: a callable's fresh iterable, or the iterable itself."""
     if callable(source):
         return source()
     try:
@@ -269,54 +429,6 @@ def fresh_batches(source, *, name: str, passes: int = 1):
             "iterable (e.g. lambda: make_chunks()) or a re-iterable sequence, not a generator"
         )
     return source
-
-
-def second_pass_batches(
-    source,
-    *,
-    name: str,
-    width: int,
-    num_classes: int,
-    dtype,
-    chunk_size: int | None = None,
-    check_inputs: bool = True,
-    passes: int = 1,
-):
-    """Yield ``(x [b, width], labels [b] int32, w [b])`` with one fixed ``b`` (last chunk padded
-    with zero-weight rows), so a jitted per-chunk update compiles once; check each chunk."""
-    size = chunk_size
-    for i, (x, y) in enumerate(fresh_batches(source, name=name, passes=passes)):
-        if check_inputs:
-            x = _validation.check_features(x, name=name, arg=f"second_pass features of chunk {i}",
-                                           min_n=1)
-        if np.ndim(x) != 2 or x.shape[1] != width:
-            raise ValueError(
-                f"{name}: second_pass chunk {i} has shape {tuple(np.shape(x))}; the statistics "
-                f"have width {width}"
-            )
-        if check_inputs:
-            _check_chunk_labels(y, x.shape[0], name, i, num_classes, False)
-        size = size or x.shape[0]
-        for xp, yp in _pieces(x, y, size):
-            b = xp.shape[0]
-            xp = jnp.asarray(xp, dtype)
-            yp = jnp.asarray(yp, jnp.int32)
-            w = jnp.ones((b,), dtype)
-            if b < size:
-                xp = jnp.concatenate([xp, jnp.zeros((size - b, width), dtype)])
-                yp = jnp.concatenate([yp, jnp.zeros((size - b,), jnp.int32)])
-                w = jnp.concatenate([w, jnp.zeros((size - b,), dtype)])
-            yield xp, yp, w
-
-
-def check_pass_count(seen, stats_count, *, name: str) -> None:
-    """The second pass must cover the same samples as the statistics (compared when concrete)."""
-    if _validation.is_concrete(stats_count) and _validation.is_concrete(seen):
-        a, b = float(np.asarray(seen)), float(np.asarray(stats_count))
-        if abs(a - b) > 0.5:
-            raise ValueError(
-                f"{name}: second_pass yielded {a:g} samples but the statistics hold {b:g}"
-            )
 
 
 # ----------------------------------------------------------------------------- label tables
@@ -375,7 +487,8 @@ def stream_label_table(
     num_classes = _validation.check_positive_int(num_classes, name=name, arg="num_classes")
     dt = compute_dtype(None, dtype)
     joint, hard, size, count = None, None, chunk_size, 0
-    for i, (src, y) in enumerate(batches):
+    for i, chunk in enumerate(batches):
+        src, y = _unpack(chunk, name, i)
         src_np = src if isinstance(src, jax.Array) else np.asarray(src)
         kind_hard = np.dtype(src_np.dtype).kind in "iu"
         if hard is None:
@@ -398,20 +511,16 @@ def stream_label_table(
                 pn = np.asarray(src_np, np.float64)
                 if (pn < 0).any() or (np.abs(pn.sum(axis=1) - 1.0) > 1e-3).any():
                     raise ValueError(f"{name}: {arg} rows must be probabilities summing to 1")
+        _check_label_rows(y, src_np.shape[0], name, i)
         if check_inputs:
             _check_chunk_labels(y, src_np.shape[0], name, i, num_classes, False)
         size = size or src_np.shape[0]
         for sp, yp in _pieces(src_np, np.asarray(y), size):
             b = sp.shape[0]
             count += b
-            sp = jnp.asarray(sp, jnp.int32 if hard else dt)
-            yp = jnp.asarray(yp, jnp.int32)
-            w = jnp.ones((b,), dt)
-            if b < size:
-                sp = jnp.concatenate([sp, jnp.zeros((size - b,) + sp.shape[1:], sp.dtype)])
-                yp = jnp.concatenate([yp, jnp.zeros((size - b,), jnp.int32)])
-                w = jnp.concatenate([w, jnp.zeros((size - b,), dt)])
-            joint = _table_update(joint, sp, yp, w, num_classes=num_classes,
+            sp = _pad_rows(jnp.asarray(sp, jnp.int32 if hard else dt), size)
+            yp = _pad_rows(jnp.asarray(yp, jnp.int32), size)
+            joint = _table_update(joint, sp, yp, _row_mask(b, size, dt), num_classes=num_classes,
                                   num_source_classes=z, hard=bool(hard))
     if joint is None:
         raise ValueError(f"{name}: batches yielded no chunk")

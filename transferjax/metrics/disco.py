@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -10,9 +11,10 @@ import numpy as np
 
 from .. import _validation
 from .._typing import Array, ArrayLike, DTypeLike
-from ..linalg import HIGHEST, center, gram, kernel_gram, matmul, safe_div
+from ..linalg import HIGHEST, center, gram, kernel_gram, matmul, principal_axes, safe_div
 from ..registry import register
 from ..stats import FeatureStats, class_moments
+from ..streaming import fold
 
 __all__ = ["disco"]
 
@@ -237,9 +239,8 @@ def _stats_spectrum(stats, width, *, n_groups, centered):
     """Components from one ``eigh`` of the (centred) Gram: ``σ`` descending, ``V``, groups."""
     g = stats.scatter if centered else stats.gram()
     dtype = g.dtype
-    w, v = jnp.linalg.eigh(g)
-    w, v = w[::-1], v[:, ::-1]
-    s = jnp.sqrt(jnp.maximum(w, 0.0))
+    w, v = principal_axes(g, rtol=0.0)  # rtol=0: negative rounding clamped, nothing floored
+    s = jnp.sqrt(w)
     eps = float(jnp.finfo(dtype).eps)
     top = s[0]
     rule = jnp.maximum(jnp.asarray(stats.count, dtype), jnp.asarray(width, dtype)) * eps
@@ -293,8 +294,6 @@ def _disco_ncc_update(total, x, y, w, mu, setup, *, centered, ncc):
 
 def _disco_streamed(stats, second_pass, *, width, n_groups, center, ncc, method, sample_size,
                     chunk_size, check_inputs):
-    from ..streaming import check_pass_count, second_pass_batches
-
     name = "disco"
     _validation.check_stats(stats, name=name, regression=None)
     if method != "gram":
@@ -314,16 +313,12 @@ def _disco_streamed(stats, second_pass, *, width, n_groups, center, ncc, method,
         )
     setup = _disco_ncc_setup(stats, w, **kw)
     dt = stats.scatter.dtype
-    total = jnp.zeros((n_groups,), dt)
-    seen = 0
-    for x, y, wt in second_pass_batches(
-        second_pass, name=name, width=stats.num_features, num_classes=stats.num_classes,
-        dtype=dt, chunk_size=chunk_size, check_inputs=check_inputs,
-    ):
-        total = _disco_ncc_update(total, x, y, wt, stats.mean, setup, centered=bool(center),
-                                  ncc=ncc)
-        seen += int(np.sum(np.asarray(wt)))
-    check_pass_count(seen, stats.count, name=name)
+    total = fold(
+        functools.partial(_disco_ncc_update, centered=bool(center), ncc=ncc),
+        jnp.zeros((n_groups,), dt), second_pass, args=(stats.mean, setup), name=name,
+        width=stats.num_features, num_classes=stats.num_classes, count=stats.count, dtype=dt,
+        chunk_size=chunk_size, check_inputs=check_inputs,
+    )
     return jnp.sum(setup[3] * total / stats.count)
 
 
@@ -336,6 +331,7 @@ def _disco_streamed(stats, second_pass, *, width, n_groups, center, ncc, method,
     summary="task scores of spectral-component groups weighted by their singular-value share",
     paper="Zhang et al., AAAI 2025",
     streams=True,
+    scale_invariant=True,
 )
 def disco(
     features: ArrayLike | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +11,10 @@ import numpy as np
 from .. import _validation
 from .._dtypes import compute_dtype
 from .._typing import Array, ArrayLike, DTypeLike
-from ..linalg import matmul, pca_scores
+from ..linalg import matmul, pca_scores, principal_axes
 from ..registry import register
 from ..stats import FeatureStats, class_moments
+from ..streaming import fold
 
 __all__ = ["gbc"]
 
@@ -73,8 +76,7 @@ def _safe_counts(stats):
 
 def _pca_basis(stats, k):
     """Top-``k`` eigenvectors ``[d, k]`` of the centred scatter (descending): the PCA basis."""
-    _, v = jnp.linalg.eigh(stats.scatter)
-    return v[:, ::-1][:, :k]
+    return principal_axes(stats.scatter)[1][:, :k]
 
 
 @jax.jit(static_argnames=("gaussian", "pca_dim"))
@@ -134,20 +136,13 @@ def _gbc_streamed(stats, second_pass, width, *, gaussian, pca_dim, chunk_size, c
             f"(c·d² floats) or pass second_pass= (the (features, labels) chunks again; c·pca_dim "
             "floats)"
         )
-    from ..streaming import check_pass_count, second_pass_batches
-
     dt = stats.scatter.dtype
     basis = jax.jit(_pca_basis, static_argnums=1)(stats, pca_dim)
-    means = stats.class_means()
-    sq = jnp.zeros((c, pca_dim), dt)
-    seen = 0.0
-    for x, y, wt in second_pass_batches(
-        second_pass, name=name, width=d, num_classes=c, dtype=dt, chunk_size=chunk_size,
-        check_inputs=check_inputs,
-    ):
-        sq = _sq_update(sq, x, y, wt, means, basis, num_classes=c)
-        seen += float(np.sum(np.asarray(wt)))
-    check_pass_count(seen, stats.count, name=name)
+    sq = fold(
+        functools.partial(_sq_update, num_classes=c), jnp.zeros((c, pca_dim), dt), second_pass,
+        args=(stats.class_means(), basis), name=name, width=d, num_classes=c, count=stats.count,
+        dtype=dt, chunk_size=chunk_size, check_inputs=check_inputs,
+    )
     return _gbc_second(stats, sq, basis, gaussian=gaussian)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .. import _validation
 from .._dtypes import compute_dtype
@@ -12,6 +11,7 @@ from .._typing import Array, ArrayLike, DTypeLike
 from ..linalg import safe_div
 from ..registry import register
 from ..stats import LabelTable
+from ..streaming import fold
 
 __all__ = ["leep"]
 
@@ -131,8 +131,6 @@ def leep(
 
 
 def _leep_streamed(table, second_pass, source_probs, labels, dtype, check_inputs):
-    from ..streaming import check_pass_count, second_pass_batches
-
     name = "leep"
     if source_probs is not None or labels is not None:
         raise ValueError(f"{name}: pass either source_probs and labels, or table=, not both")
@@ -144,13 +142,9 @@ def _leep_streamed(table, second_pass, source_probs, labels, dtype, check_inputs
             "score averages a per-sample log, which the table alone does not determine"
         )
     joint = table.joint
-    total = jnp.zeros((), joint.dtype)
-    seen = 0
-    for theta, y, w in second_pass_batches(
-        second_pass, name=name, width=table.num_source_classes, num_classes=table.num_classes,
+    total = fold(
+        _leep_pass_update, jnp.zeros((), joint.dtype), second_pass, args=(joint,), name=name,
+        width=table.num_source_classes, num_classes=table.num_classes, count=table.count,
         dtype=joint.dtype, check_inputs=check_inputs,
-    ):
-        total = _leep_pass_update(total, theta, y, w, joint)
-        seen += int(np.sum(np.asarray(w)))
-    check_pass_count(seen, table.count, name=name)
+    )
     return total / table.count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, NamedTuple
 
@@ -15,6 +16,7 @@ from .._typing import Array, ArrayLike, DTypeLike
 from ..linalg import after, eigh_psd, gram, matmul, safe_div
 from ..registry import register
 from ..stats import FeatureStats, class_residuals, empty_stats, feature_stats, merge_stats
+from ..streaming import fold
 
 __all__ = ["sfda", "sfda_ensemble", "SFDAEnsemble"]
 
@@ -100,21 +102,26 @@ def _fit_scatter(counts, means, n, trace, sw, width, shrinkage, null_tol) -> _FD
     return jax.lax.cond(ok, lambda _: fast, slow, None)
 
 
-def _within_basis(z: Array, num_classes: int):
+def _within_basis(z: Array, num_classes: int, scale: Array | None = None):
     """Eigenpairs of ``S_w = ZᵀZ/n`` as ``(λ [k], V [d, k])`` when ``n − c < d``.
 
     The ``c`` structural zeros (rows of ``Z`` sum to zero in each class) of this rank-deficient
     scatter must be told apart from small genuine directions, which a float32 Gram cannot do (it
     squares the condition number), so: the thin SVD of the class-centred ``Z`` itself
     (``O(n² d)``, cheap when ``n`` is small); singular values below ``4·√max(n, d)·eps·σ_max``
-    are rounding noise (measured ≤ 2·eps·σ_max) and set to 0. (``n − c ≥ d``: the ``d×d``
-    scatter, see :func:`_fit_scatter`.)
+    are rounding noise and set to 0; so are those below the same fraction of ``scale`` (the norm
+    of the features ``Z`` was computed from), which catches a ``Z`` that is zero up to rounding
+    (every class a single sample). (``n − c ≥ d``: the ``d×d`` scatter, see
+    :func:`_fit_scatter`.)
     """
     n, d = z.shape
     _, sv, vt = jnp.linalg.svd(z, full_matrices=False)
     floor = 4.0 * math.sqrt(max(n, d)) * float(jnp.finfo(z.dtype).eps)
-    keep = sv > floor * sv[0]
-    return jnp.where(keep, sv * sv / n, 0.0), vt.T
+    top = sv[0] if scale is None else jnp.maximum(sv[0], scale)
+    keep = sv > floor * top
+    # S_w = 0 (every class a single sample): no direction is kept, and the singular vectors of a
+    # zero matrix (arbitrary, possibly NaN) must not leak into the products.
+    return jnp.where(keep, sv * sv / n, 0.0), jnp.where(keep[None, :], vt.T, 0.0)
 
 
 def _null_tol(x: Array) -> float:
@@ -212,7 +219,7 @@ def _posteriors(x, labels, width, shrinkage, *, num_classes, adaptive):
     if n - num_classes >= x.shape[1]:
         fda = _fit_scatter(counts, means, n, trace, gram(z) / n, width, shrinkage, _null_tol(x))
     else:
-        lam, v = _within_basis(z, num_classes)
+        lam, v = _within_basis(z, num_classes, jnp.sqrt(jnp.sum(x * x)))
         fda = _fit(counts, means, n, trace, lam, v, width, shrinkage, _null_tol(x))
     return jax.nn.softmax(_logits(fda, x, labels), axis=1), means, shrinkage, present
 
@@ -290,8 +297,6 @@ def _score_update(total, x, y, w, mu, stage1, mu2, fda2):
 
 
 def _sfda_streamed(stats, second_pass, width, shrinkage, *, chunk_size, check_inputs):
-    from ..streaming import check_pass_count, second_pass_batches
-
     name = "sfda"
     _validation.check_stats(stats, name=name)
     if second_pass is None:
@@ -305,19 +310,13 @@ def _sfda_streamed(stats, second_pass, width, shrinkage, *, chunk_size, check_in
     adaptive = shrinkage is None
     stage1 = _sfda_stage1(stats, w, 0.0 if adaptive else shrinkage, adaptive=adaptive)
     s = stage1[1]
-    kw = dict(name=name, width=d, num_classes=c, dtype=dt, chunk_size=chunk_size,
-              check_inputs=check_inputs, passes=2)
-    mixed = empty_stats(d, c, 0, dt)
-    for x, y, wt in second_pass_batches(second_pass, **kw):
-        mixed = _mix_update(mixed, x, y, wt, stats.mean, stage1, num_classes=c)
-    check_pass_count(mixed.count, stats.count, name=name)
+    kw = dict(name=name, width=d, num_classes=c, count=stats.count, dtype=dt,
+              chunk_size=chunk_size, check_inputs=check_inputs, passes=2)
+    mixed = fold(functools.partial(_mix_update, num_classes=c), empty_stats(d, c, 0, dt),
+                 second_pass, args=(stats.mean, stage1), merge=merge_stats, **kw)
     fda2 = _sfda_stage2(mixed, w, s)
-    total = jnp.zeros((), dt)
-    seen = 0
-    for x, y, wt in second_pass_batches(second_pass, **kw):
-        total = _score_update(total, x, y, wt, stats.mean, stage1, mixed.mean, fda2)
-        seen += int(np.sum(np.asarray(wt)))
-    check_pass_count(seen, stats.count, name=name)
+    total = fold(_score_update, jnp.zeros((), dt), second_pass,
+                 args=(stats.mean, stage1, mixed.mean, fda2), **kw)
     return total / stats.count
 
 

@@ -15,6 +15,7 @@ from .._typing import Array, ArrayLike, DTypeLike
 from ..linalg import after, center, logdet_eye_plus_gram, matmul, safe_div
 from ..registry import register
 from ..stats import FeatureStats, class_block, class_grams, sort_by_class
+from ..streaming import fold
 
 __all__ = ["transrate"]
 
@@ -200,18 +201,12 @@ def _transrate_streamed(
             "or pass second_pass= (the (features, labels) chunks again)"
         )
         raise ValueError(f"{name}: with stats=, {what}: {fix}")
-    from ..streaming import check_pass_count, second_pass_batches
-
-    grams = jnp.zeros((c, d, d), dt)
-    seen = 0.0
-    for x, y, wt in second_pass_batches(
-        second_pass, name=name, width=d, num_classes=c, dtype=dt, chunk_size=chunk_size,
+    grams = fold(
+        functools.partial(_gram_update, num_classes=c, row_normalize=bool(row_normalize)),
+        jnp.zeros((c, d, d), dt), second_pass, args=(stats.mean,), name=name, width=d,
+        num_classes=c, count=stats.count, dtype=dt, chunk_size=chunk_size,
         check_inputs=check_inputs,
-    ):
-        grams = _gram_update(grams, x, y, wt, stats.mean, num_classes=c,
-                             row_normalize=bool(row_normalize))
-        seen += float(np.sum(np.asarray(wt)))
-    check_pass_count(seen, stats.count, name=name)
+    )
     return _transrate_grams(
         jnp.sum(grams, axis=0), grams, jnp.zeros((c, d), dt), counts, stats.count, w, eps, **kw
     )
