@@ -18,6 +18,19 @@ def _w1(cost):
     return res.fun
 
 
+def class_w1_numpy(xs, hard, xt, yt, num_classes):
+    """``[num_classes]`` exact W1 between the source points of hard label ``k`` and the target
+    points of class ``k`` (0 where a side is empty)."""
+    xs, xt = np.asarray(xs, np.float64), np.asarray(xt, np.float64)
+    out = np.zeros(num_classes)
+    for k in range(num_classes):
+        a, b = xs[hard == k], xt[yt == k]
+        if len(a) and len(b):
+            cost = (a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T
+            out[k] = _w1(np.sqrt(np.maximum(cost, 0)))
+    return out
+
+
 def _softmax(z):
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
@@ -26,7 +39,7 @@ def _softmax(z):
 
 def tta_bound_numpy(xs, ys, xt, yt, w, c, bmat):
     xs, xt, w, c, bmat = (np.asarray(a, np.float64) for a in (xs, xt, w, c, bmat))
-    cs, ct = w.shape[1], bmat.shape[0]
+    cs = w.shape[1]
     pi_s = np.bincount(ys, minlength=cs) / len(ys)
     logits = xs @ w + c
     lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
@@ -34,11 +47,7 @@ def tta_bound_numpy(xs, ys, xt, yt, w, c, bmat):
     ce = -(pi_s * (bmat * np.log(bmat)).sum(0)).sum()
     hard = np.argmax(bmat[:, ys], 0)
     k = len(np.unique(hard))
-    wd = 0.0
-    for j in range(k):
-        a, b = xs[hard == j], xt[yt == j]
-        cost = np.sqrt(np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T, 0))
-        wd += _w1(cost) / k
+    wd = class_w1_numpy(xs, hard, xt, yt, k).sum() / k
     tau = 0.0
     g = w.T @ w
     for z in (xs, xt):

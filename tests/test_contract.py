@@ -29,7 +29,6 @@ KEY = jax.random.key(0)
 # Invariances a metric does not have, with the reason (everything else is checked).
 NOT_PERMUTATION_INVARIANT = {
     "nleep": "k-means++ seeds draw samples by index from the key",
-    "tta": "the learned maps draw minibatches by index from the key",
 }
 NOT_RELABEL_INVARIANT = {
     "knn": "vote ties break towards the smaller label",

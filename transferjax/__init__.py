@@ -17,23 +17,32 @@ from .hub import plan_buckets as plan_buckets
 from .hub import reduce_dim as reduce_dim
 from .hub import score_hub as score_hub
 from .metrics.disco import disco as disco
+from .metrics.etran import etran_terms as etran_terms
 from .metrics.gbc import gbc as gbc
 from .metrics.hscore import hscore as hscore
 from .metrics.hscore import shrinkage_hscore as shrinkage_hscore
+from .metrics.knn import knn as knn
 from .metrics.leep import leep as leep
 from .metrics.logme import logme as logme
 from .metrics.nce import nce as nce
+from .metrics.ncti import ncti_terms as ncti_terms
 from .metrics.nleep import nleep as nleep
+from .metrics.parc import parc as parc
 from .metrics.ped import PEDResult as PEDResult
 from .metrics.ped import ped as ped
 from .metrics.ped import ped_logme as ped_logme
 from .metrics.ped import ped_score as ped_score
 from .metrics.ped import ped_sfda as ped_sfda
+from .metrics.rankme import alpha_req as alpha_req
+from .metrics.rankme import alpha_req_exponent as alpha_req_exponent
+from .metrics.rankme import rankme as rankme
+from .metrics.rankme import rankme_and_alpha as rankme_and_alpha
 from .metrics.sfda import SFDAEnsemble as SFDAEnsemble
 from .metrics.sfda import sfda as sfda
 from .metrics.sfda import sfda_ensemble as sfda_ensemble
 from .metrics.tta import TTABound as TTABound
 from .metrics.tta import TTAOptimizeResult as TTAOptimizeResult
+from .metrics.tta import TTASettings as TTASettings
 from .metrics.tta import tta as tta
 from .metrics.tta import tta_bound as tta_bound
 from .metrics.transrate import transrate as transrate
@@ -73,7 +82,11 @@ __all__ = [
     "SFDAEnsemble",
     "TTABound",
     "TTAOptimizeResult",
+    "TTASettings",
+    "alpha_req",
+    "alpha_req_exponent",
     "disco",
+    "etran_terms",
     "evaluate",
     "evaluation",
     "feature_stats",
@@ -81,10 +94,13 @@ __all__ = [
     "get_metric",
     "kendall_tau",
     "hscore",
+    "knn",
     "leep",
     "logme",
     "nce",
+    "ncti_terms",
     "nleep",
+    "parc",
     "shrinkage_hscore",
     "merge_label_tables",
     "merge_stats",
@@ -94,6 +110,8 @@ __all__ = [
     "ped_logme",
     "ped_score",
     "ped_sfda",
+    "rankme",
+    "rankme_and_alpha",
     "pearson",
     "plan_buckets",
     "reduce_dim",

@@ -20,6 +20,7 @@ __all__ = [
     "check_targets",
     "check_same_n",
     "check_positive_int",
+    "check_real",
     "check_probs",
     "check_indices",
     "check_stats",
@@ -184,6 +185,21 @@ def check_positive_int(value, *, name: str, arg: str) -> int:
     if value < 1:
         raise ValueError(f"{name}: {arg} must be >= 1, got {value}")
     return int(value)
+
+
+def check_real(value, *, name: str, arg: str, lo: float = -np.inf, hi: float = np.inf,
+               lo_open: bool = False) -> None:
+    """A real option in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``; NaN fails); skipped when
+    traced (continuous options may be traced)."""
+    if not is_concrete(value):
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: {arg} must be a real number, got {value!r}") from None
+    if not ((v > lo if lo_open else v >= lo) and v <= hi):
+        bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        raise ValueError(f"{name}: {arg} must be in {bound}, got {value!r}")
 
 
 def check_width(width, d: int, *, name: str) -> None:

@@ -6,6 +6,7 @@ All Gram/covariance products use ``precision="highest"`` so GPUs do not silently
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -16,6 +17,8 @@ from ._typing import Array
 __all__ = [
     "HIGHEST",
     "matmul",
+    "sym",
+    "sqdist",
     "gram",
     "kernel_gram",
     "center",
@@ -28,6 +31,8 @@ __all__ = [
     "safe_log",
     "ledoit_wolf_shrinkage",
     "logdet_eye_plus_gram",
+    "principal_axes",
+    "principal_components",
     "pca_scores",
     "after",
 ]
@@ -62,18 +67,30 @@ def after(x: Array, *deps) -> Array:
     return x + zero
 
 
-def _sym(a: Array) -> Array:
+def sym(a: Array) -> Array:
+    """The symmetric part ``(a + aᵀ)/2`` over the last two axes (rounding asymmetry removed)."""
     return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def sqdist(a: Array, b: Array) -> Array:
+    """Squared Euclidean distances ``[len(a), len(b)]`` between the rows of ``a`` and ``b``.
+
+    Expanded form ``‖a_i‖² − 2 a_i·b_j + ‖b_j‖²`` (one matrix product), clamped at 0 where
+    rounding makes it negative.
+    """
+    aa = jnp.sum(a * a, axis=1)[:, None]
+    bb = jnp.sum(b * b, axis=1)[None, :]
+    return jnp.maximum(aa - 2.0 * matmul(a, b.T) + bb, 0.0)
 
 
 def gram(x: Array) -> Array:
     """``xᵀx`` ``[d, d]``, symmetrised, at full precision."""
-    return _sym(matmul(x.T, x))
+    return sym(matmul(x.T, x))
 
 
 def kernel_gram(x: Array) -> Array:
     """``x xᵀ`` ``[n, n]`` (the linear kernel matrix), symmetrised, at full precision."""
-    return _sym(matmul(x, x.T))
+    return sym(matmul(x, x.T))
 
 
 def center(x: Array) -> Array:
@@ -82,14 +99,16 @@ def center(x: Array) -> Array:
 
 
 def eig_floor(dtype, size: int) -> float:
-    """Relative eigenvalue floor for a ``size``×``size`` PSD matrix: ``eps(dtype)``.
+    """Relative eigenvalue floor of a ``size``×``size`` PSD Gram: ``eps · max(1, log2 size)``.
 
-    Eigenvalues below ``eps · λ_max`` are rounding noise of forming and decomposing the Gram
-    (a float32 Gram loses everything below ~1e-7 λ_max). The floor is one ulp of the largest
-    eigenvalue: a ``size``-proportional floor zeroes genuine directions of anisotropic features.
+    Eigenvalues below it (times ``λ_max``) are rounding noise of forming and decomposing the
+    Gram: the exact zeros of rank-deficient centred Grams come out of ``eigh`` at up to about
+    ``2.5 · eps · λ_max`` in float32 and float64 alike, growing slowly with the size (measured
+    for sizes 16 to 1024). The floor grows as ``log2(size)`` (4 ulps of ``λ_max`` at size 16, 11
+    at 2048), well below a ``size``-proportional floor (NumPy's ``matrix_rank`` rule), which
+    zeroes genuine directions of anisotropic float32 features (``λ/λ_max ≈ 4e-6`` at size 256).
     """
-    del size
-    return float(jnp.finfo(dtype).eps)
+    return float(jnp.finfo(dtype).eps) * max(1.0, math.log2(max(int(size), 1)))
 
 
 def eigh_psd(a: Array, *, rtol: float | None = None) -> tuple[Array, Array]:
@@ -261,7 +280,7 @@ def logdet_eye_plus_gram(x: Array, scale: Array, *, method: str = "auto") -> Arr
     eye = jnp.eye(k, dtype=x.dtype)
 
     def chol():
-        g = _sym(matmul(jnp.swapaxes(tall, -1, -2), tall))
+        g = sym(matmul(jnp.swapaxes(tall, -1, -2), tall))
         a = jnp.broadcast_to(eye, g.shape) + s[..., None, None] * g
         low = jnp.linalg.cholesky(a)
         return 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)
@@ -280,30 +299,78 @@ def logdet_eye_plus_gram(x: Array, scale: Array, *, method: str = "auto") -> Arr
     return jax.lax.cond(jnp.all(risk <= 0.05), lambda: fast, lambda: svd(after(tall, fast)))
 
 
+_SIGNS = (None, "loadings", "scores")
+
+
+def principal_axes(scatter: Array, *, rtol: float | None = None) -> tuple[Array, Array]:
+    """:func:`eigh_psd` of a ``d×d`` scatter in decreasing order: ``(w [d], V [d, d])``.
+
+    The principal variances (times ``n``) and directions of the samples the scatter was
+    formed from; noise eigenvalues are floored to 0 as in :func:`eigh_psd` (``rtol=0.0`` only
+    clamps negative ones).
+    """
+    w, v = eigh_psd(scatter, rtol=rtol)
+    return w[..., ::-1], v[..., ::-1]
+
+
+def principal_components(
+    x: Array, k: int | None = None, *, rtol: float | None = None, signs: str | None = None
+) -> tuple[Array, Array]:
+    r"""PCA of ``x [n, d]`` from one ``eigh`` of its smaller-side Gram: ``(w [m], Z [n, k])``.
+
+    With ``X_c`` the centred rows, ``w`` are the ``m = min(n, d)`` eigenvalues of the scatter
+    ``X_cᵀX_c`` in decreasing order (noise floored to 0 as in :func:`eigh_psd`) and ``Z`` the
+    scores on the ``k`` leading directions (default ``k = m``, static):
+
+    .. math:: Z = X_c V_k = U_k \operatorname{diag}(\sqrt{w_k}),
+
+    from the ``d×d`` scatter when ``n >= d`` (``X_c V_k``), else from the ``n×n`` kernel
+    ``X_c X_cᵀ``, which has the same nonzero spectrum and whose eigenvectors ``U`` give the
+    scores directly (the direction of each score column is ``v_i = X_cᵀu_i / √w_i`` either way).
+    Zero-padded columns of ``x`` add exact zero eigenvalues, which sort last.
+
+    ``signs`` fixes the arbitrary sign of each component: ``None`` keeps ``eigh``'s (metrics that
+    see the scores only through squares or distances), ``"loadings"`` makes the largest-magnitude
+    entry of each direction ``v_i`` positive (scikit-learn's PCA since 1.5), ``"scores"`` the
+    largest-magnitude score of each column (scikit-learn before 1.5).
+    """
+    if signs not in _SIGNS:
+        raise ValueError(f"principal_components: signs must be one of {_SIGNS}, got {signs!r}")
+    n, d = x.shape
+    m = min(n, d)
+    k = m if k is None else min(int(k), m)
+    xc = center(x)
+    if n >= d:
+        w, v = principal_axes(gram(xc), rtol=rtol)
+        z = matmul(xc, v[:, :k])
+    else:
+        w, u = principal_axes(kernel_gram(xc), rtol=rtol)
+        v = None
+        z = u[:, :k] * jnp.sqrt(w[:k])[None, :]
+    if signs is not None:
+        ref = z if signs == "scores" else (v[:, :k] if v is not None else matmul(xc.T, z))
+        top = jnp.take_along_axis(ref, jnp.argmax(jnp.abs(ref), axis=0)[None, :], axis=0)
+        z = jnp.where(top < 0, -z, z)
+    return w, z
+
+
 def pca_scores(x: Array, k: int, *, method: str = "gram") -> Array:
     """Scores ``[n, k]`` of ``x [n, d]`` on its top-``k`` principal directions (PCA, centred).
 
-    ``method="gram"``: ``x_c V_k`` for the top eigenvectors ``V_k`` of the ``d×d`` scatter when
-    ``n >= d``, else ``U_k diag(√λ_k)`` from the ``n×n`` kernel of the centred rows.
+    ``method="gram"``: :func:`principal_components` (``x_c V_k`` from the ``d×d`` scatter when
+    ``n >= d``, else ``U_k diag(√λ_k)`` from the ``n×n`` kernel; negative eigenvalues clamped).
     ``method="svd"``: ``U_k diag(σ_k)`` from a thin SVD of the centred ``x`` (what scikit-learn's
     ``PCA(svd_solver="full")`` does): ~2-3× the cost, but the directions of small components stay
     accurate in float32 (the Gram route mixes components whose variances differ by less than
     ``~eps·λ_max``, which matters when the metric weights components separately).
-    Columns are in decreasing order of variance. Signs are arbitrary (scikit-learn fixes them by
-    a convention): metrics built on these scores should see them only through squares. Zero-padded
-    columns of ``x`` add exact zero eigenvalues and do not change the scores when ``k`` is at
-    most the rank of the unpadded data.
+    Columns are in decreasing order of variance. Signs are arbitrary (see
+    :func:`principal_components` for the conventions): metrics built on these scores should see
+    them only through squares. Zero-padded columns of ``x`` add exact zero eigenvalues and do not
+    change the scores when ``k`` is at most the rank of the unpadded data.
     """
     if method not in ("gram", "svd"):
         raise ValueError(f"pca_scores: unknown method {method!r}")
-    n, d = x.shape
-    xc = center(x)
     if method == "svd":
-        u, s, _ = jnp.linalg.svd(xc, full_matrices=False)
+        u, s, _ = jnp.linalg.svd(center(x), full_matrices=False)
         return u[:, :k] * s[:k][None, :]
-    if n >= d:
-        _, v = jnp.linalg.eigh(gram(xc))
-        return matmul(xc, v[:, ::-1][:, :k])
-    w, u = jnp.linalg.eigh(kernel_gram(xc))
-    w = jnp.maximum(w[::-1][:k], 0.0)
-    return u[:, ::-1][:, :k] * jnp.sqrt(w)[None, :]
+    return principal_components(x, k, rtol=0.0)[1]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ._typing import Array
-from .linalg import matmul
+from .linalg import matmul, sym
 
 __all__ = ["FeatureStats", "feature_stats", "empty_stats", "merge_stats", "class_moments", "between_class_targets",
            "class_residuals", "class_grams", "sort_by_class", "class_block", "LabelTable",
@@ -145,7 +145,7 @@ def feature_stats(
     if class_scatter and (labels is None or regression):
         raise ValueError("feature_stats: class_scatter=True needs integer class labels")
     if labels is not None and regression:
-        scatter = _sym(matmul(xc.T, xd))
+        scatter = sym(matmul(xc.T, xd))
         y = labels.astype(dtype).reshape(n, -1)
         t_mean = matmul(w, y) / safe_count
         yc = y - t_mean[None, :]
@@ -165,16 +165,16 @@ def feature_stats(
         # from the class means (two PSD terms, no cancellation), one n·d² product as before.
         cmean = class_sums / jnp.where(class_counts > 0, class_counts, 1.0)[:, None]
         z = x - cmean[labels]
-        within = _sym(matmul((z * w[:, None]).T, z))
+        within = sym(matmul((z * w[:, None]).T, z))
         dev = (cmean - mean[None, :]) * jnp.sqrt(class_counts)[:, None]
-        scatter = within + _sym(matmul(dev.T, dev))
+        scatter = within + sym(matmul(dev.T, dev))
         class_sq = matmul(onehot.T, z * z)
         if class_scatter:
             class_w = class_grams(z, labels, num_classes, w)
         else:
             class_w = jnp.zeros((0, 0, 0), dtype)
     else:
-        scatter = _sym(matmul(xc.T, xd))
+        scatter = sym(matmul(xc.T, xd))
         class_counts = jnp.zeros((0,), dtype)
         class_sums = jnp.zeros((0, d), dtype)
         within = jnp.zeros((0, 0), dtype)
@@ -185,10 +185,6 @@ def feature_stats(
         count, mean, scatter, class_counts, class_sums, zeros_k, zeros_k, jnp.zeros((d, 0), dtype),
         within, third, fourth, class_sq, class_w,
     )
-
-
-def _sym(a: Array) -> Array:
-    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
 
 
 def class_grams(
@@ -238,7 +234,7 @@ def class_grams(
         return acc.at[tile_cls[j]].add(g)
 
     acc = jnp.zeros((c, d, d), rows.dtype) if init is None else init
-    return _sym(jax.lax.fori_loop(0, num_groups, body, acc))
+    return sym(jax.lax.fori_loop(0, num_groups, body, acc))
 
 
 def _unshift_moments(count, scatter, third, fourth, e):
@@ -309,7 +305,7 @@ def merge_stats(a: FeatureStats, b: FeatureStats) -> FeatureStats:
         mean_b = b.class_sums / jnp.where(live_b, nb, 1.0)[:, None]
         cdelta = (mean_b - mean_a) * jnp.sqrt(na * nb / jnp.where(nc > 0, nc, 1.0))[:, None]
         if a.within.shape[-1]:
-            within = within + _sym(matmul(cdelta.T, cdelta))
+            within = within + sym(matmul(cdelta.T, cdelta))
         class_sq = class_sq + cdelta * cdelta
         if a.class_scatter.shape[-3]:
             class_w = class_w + cdelta[:, :, None] * cdelta[:, None, :]
