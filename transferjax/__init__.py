@@ -28,6 +28,8 @@ from .metrics.nce import nce as nce
 from .metrics.ncti import ncti_terms as ncti_terms
 from .metrics.nleep import nleep as nleep
 from .metrics.parc import parc as parc
+from .metrics.pactran import pactran as pactran
+from .metrics.pactran import pactran_dirichlet as pactran_dirichlet
 from .metrics.ped import PEDResult as PEDResult
 from .metrics.ped import ped as ped
 from .metrics.ped import ped_logme as ped_logme
@@ -101,6 +103,8 @@ __all__ = [
     "ncti_terms",
     "nleep",
     "parc",
+    "pactran",
+    "pactran_dirichlet",
     "shrinkage_hscore",
     "merge_label_tables",
     "merge_stats",
