@@ -1,3 +1,13 @@
+import os
+
+# The suite compiles thousands of small programs and runs each for microseconds: LLVM's
+# optimisation of the CPU code is most of that compile time and buys nothing here. Level 0 keeps
+# XLA's HLO passes (fusion, scheduling: what the tests inspect) and only lowers the machine-code
+# optimisation; numerics stay within rounding. Must be set before JAX initialises its backend.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+).strip()
+
 import jax
 import pytest
 

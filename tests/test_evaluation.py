@@ -36,7 +36,11 @@ def test_golden_weighted_tau(case, precision):
 
 # A few sizes only (each size compiles once); small integers force ties. XLA flushes subnormal
 # floats to zero, so they are left out.
-_value = st.one_of(st.integers(0, 4), st.floats(-5, 5, allow_subnormal=False))
+_value = st.one_of(
+    st.integers(0, 4),
+    # values that underflow to 0 in float32 (1e-267) would tie there but not in SciPy's float64
+    st.floats(-5, 5, allow_subnormal=False).filter(lambda v: v == 0 or abs(v) > 1e-30),
+)
 vectors = st.sampled_from([2, 5, 11, 30]).flatmap(
     lambda n: st.tuples(
         st.lists(_value, min_size=n, max_size=n), st.lists(_value, min_size=n, max_size=n)

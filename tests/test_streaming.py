@@ -34,6 +34,8 @@ _SMALL_D_OPTIONS = {"alpha_req": {"fit_range": (2, 20)}}
 @pytest.mark.parametrize("metric", [m for m in _stats_metrics() if m != "nleep"])
 @pytest.mark.parametrize("size", [97, 4000])  # many chunks, the last one partial; one padded chunk
 def test_chunked_equals_one_shot(metric, size, precision):
+    if precision == "float32" and size == 4000:
+        pytest.skip("one padded chunk: float64 checks it (float32 runs the many-chunk case)")
     x, y = _data()
     fn = METRICS[metric].fn
     kw = {"key": jax.random.key(0)} if METRICS[metric].needs_key else {}
@@ -136,6 +138,8 @@ def test_moment_fields_merge_exactly(precision):
     [("sfda", {}), ("sfda", {"shrinkage": 0.3}), ("disco", {}), ("disco", {"ncc": "prob"})],
 )
 def test_two_pass_metrics_equal_one_shot(metric, kw, precision):
+    if precision == "float32" and kw:
+        pytest.skip("options change no float32 path: the default options run in float32")
     x, y = _data(n=403, d=8)
     fn = METRICS[metric].fn
     ref = fn(x, y, **kw)
