@@ -23,6 +23,7 @@ __all__ = [
     "check_real",
     "check_probs",
     "check_indices",
+    "prepare_probs",
     "check_stats",
     "check_width",
     "rescale_extreme",
@@ -243,6 +244,24 @@ def check_probs(probs, *, name: str, arg: str = "source_probs", atol: float = 1e
                 f"{name}: {arg} rows must sum to 1 (within {atol:g}); row {r} sums to {sums[r]:.6g}"
             )
     return x
+
+
+def prepare_probs(source_probs, labels, *, name: str, num_classes=None, check_inputs=True):
+    """The front of a source-probabilities metric: ``(source_probs, labels, C)``.
+
+    With ``check_inputs``: :func:`check_probs` and :func:`check_targets` (classification);
+    without, ``C`` from ``num_classes`` or concrete labels (traced labels need ``num_classes``).
+    """
+    if check_inputs:
+        source_probs = check_probs(source_probs, name=name, arg="source_probs")
+        t = check_targets(labels, source_probs.shape[0], name=name, num_classes=num_classes,
+                          allow_regression=False)
+        return source_probs, t.values, t.num_classes
+    if num_classes is None:
+        if not is_concrete(labels):
+            raise TypeError(f"{name}: labels are traced (inside jit/vmap); pass num_classes=")
+        num_classes = int(jnp.max(jnp.asarray(labels))) + 1
+    return source_probs, labels, int(num_classes)
 
 
 def check_indices(indices, n: int, *, name: str, arg: str, num: int | None = None):

@@ -237,33 +237,14 @@ def extract(
 
 
 def _module_forward(module, layer: str | None):
-    """Pure function of the module calling the penultimate layer, and a description of it."""
-    from flax import nnx
-
+    """Pure function of the module calling the penultimate layer (or the named one)."""
     if layer is None:
         layer = "features" if callable(getattr(module, "features", None)) else "__call__"
     if "/" not in layer and "." not in layer and inspect.ismethod(getattr(module, layer, None)):
         return lambda m, x: getattr(m, layer)(x)
-    # A nested layer such as "stage4" or "blocks.3.features": capture every method's output.
-    path = tuple(int(p) if p.isdigit() else p for p in layer.replace("/", ".").split(".") if p)
-
-    def fn(m, x):
-        _, inter = nnx.capture(m, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
-        node = inter
-        try:
-            for p in path:
-                node = node[p]
-            if not isinstance(node, nnx.Variable):  # a submodule: take its __call__ output
-                node = node["__call__"]
-        except (KeyError, IndexError, TypeError) as err:
-            raise ValueError(
-                f"extract_module: layer {layer!r} is neither a method of the module nor a "
-                "submodule path whose output nnx.capture recorded"
-            ) from err
-        value = node.get_value()
-        return value[-1] if isinstance(value, tuple) else value
-
-    return fn
+    # A nested layer such as "stage4" or "blocks.3.features": one tap of the captured pass.
+    taps = _module_taps((layer,))
+    return lambda m, x: taps(m, x)[layer]
 
 
 def _linen_tap(state, layer: str):

@@ -113,19 +113,9 @@ def leep(
         return _leep_streamed(table, second_pass, source_probs, labels, dtype, check_inputs)
     if source_probs is None or labels is None:
         raise ValueError(f"{name}: source_probs and labels are required (or table=)")
-    if check_inputs:
-        source_probs = _validation.check_probs(source_probs, name=name, arg="source_probs")
-        targets = _validation.check_targets(
-            labels,
-            source_probs.shape[0],
-            name=name,
-            num_classes=num_classes,
-            allow_regression=False,
-        )
-        y, c = targets.values, targets.num_classes
-    else:
-        y = labels
-        c = num_classes if num_classes is not None else int(jnp.max(jnp.asarray(y))) + 1
+    source_probs, y, c = _validation.prepare_probs(
+        source_probs, labels, name=name, num_classes=num_classes, check_inputs=check_inputs
+    )
     dt = compute_dtype(source_probs, dtype)
     return _leep(jnp.asarray(source_probs, dt), jnp.asarray(y), num_classes=c)
 

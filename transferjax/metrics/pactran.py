@@ -564,23 +564,9 @@ def pactran_dirichlet(
     """
     name = "pactran_dirichlet"
     _check_positive(alpha, name=name, arg="alpha")
-    if check_inputs:
-        source_probs = _validation.check_probs(source_probs, name=name, arg="source_probs")
-        targets = _validation.check_targets(
-            labels,
-            source_probs.shape[0],
-            name=name,
-            num_classes=num_classes,
-            allow_regression=False,
-        )
-        y, c = targets.values, targets.num_classes
-    else:
-        y = labels
-        if num_classes is None:
-            if not _validation.is_concrete(y):
-                raise TypeError(f"{name}: labels are traced (inside jit/vmap); pass num_classes=")
-            num_classes = int(jnp.max(jnp.asarray(y))) + 1
-        c = num_classes
+    source_probs, y, c = _validation.prepare_probs(
+        source_probs, labels, name=name, num_classes=num_classes, check_inputs=check_inputs
+    )
     dt = compute_dtype(source_probs, dtype)
     return _pactran_dirichlet(
         jnp.asarray(source_probs, dt), jnp.asarray(y).astype(jnp.int32), alpha, num_classes=c
