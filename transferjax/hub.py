@@ -223,21 +223,15 @@ def score_hub(
 ) -> dict:
     r"""Score every model (or every layer of every model) of a hub with one metric.
 
-    Features of width ``d_m`` are zero-padded to their bucket's width and the metric is ``vmap``-ed
-    over the candidates of each bucket with each candidate's true width as a traced integer, so the
-    result equals scoring the candidates one by one (the metrics are padding-invariant; tested for
-    every registered features metric). Buckets (see :func:`plan_buckets`) bound both the number of
-    compilations and the padding waste. Static options that a traced metric cannot derive
-    itself come from the concrete inputs first: from the labels (TransRate's largest class) and
-    from each bucket's features (NLEEP's mixture dimension, the largest PCA rank: it would
-    otherwise work in ``min(n, d)`` dimensions); options passed by the caller win.
-
-    A layer-wise hub ``{model: {layer: features}}`` is scored as one pool of (model, layer)
-    candidates in the same bucketed calls and returned as ``{model: {layer: score}}``
-    (:func:`aggregate_layers` reduces it to one score per model). Pool-relative metrics (ETran,
-    NCTI: registered with ``pool_weights``) compute their raw terms per candidate, then min-max
-    normalise each term over all candidates scored together (:mod:`transferjax.pooling`).
-    Label-free metrics (RankMe, α-ReQ) take ``labels=None``.
+    Features of width ``d_m`` are zero-padded to their bucket's width (:func:`plan_buckets`) and
+    the metric is ``vmap``-ed over the candidates of each bucket with their true widths traced:
+    the result equals scoring the candidates one by one. Static options a traced metric cannot
+    derive itself come from the concrete inputs (TransRate's largest class, NLEEP's mixture
+    dimension); options passed by the caller win. A layer-wise hub ``{model: {layer: features}}``
+    is scored as one pool of (model, layer) candidates (:func:`aggregate_layers` reduces the
+    result to one score per model). Pool-relative metrics (ETran, NCTI) compute their raw terms
+    per candidate, then min-max normalise each term over all candidates scored together
+    (:mod:`transferjax.pooling`). Label-free metrics (RankMe, α-ReQ) take ``labels=None``.
 
     Args:
       metric: a registered metric name (``tj.metric_names()``) or its :class:`MetricInfo`.
@@ -246,20 +240,18 @@ def score_hub(
         per-model arrays are those instead (scored one by one).
       labels: ``[n]`` integer labels (or float targets where the metric supports regression);
         ``None`` for label-free metrics.
-      batch_size: at most this many candidates are scored at once per bucket (``lax.map`` over
-        chunks of a ``vmap``): bounds memory for large hubs. ``None``: the whole bucket at once.
+      batch_size: at most this many candidates scored at once per bucket (``lax.map`` over
+        chunks of a ``vmap``; bounds memory). Default ``None``: the whole bucket at once.
       max_buckets: at most this many distinct padded widths (compilations); ``1`` pads everything
         to the widest model.
-      key: PRNG key for metrics that need one (the same key is used for every model, so a model's
-        score does not depend on its position in the hub).
+      key: PRNG key for metrics that need one (the same key for every model, so a score does not
+        depend on the model's position in the hub).
       progress: optional callback ``progress(done, total)`` (candidates) called after each bucket.
       mesh: shard the model axis over this device mesh's first axis (e.g.
-        ``tj.streaming.sample_mesh()`` over all devices): each device scores its share of models.
-        A mesh spanning several processes (``jax.distributed``): each process passes the models
-        it holds and every process receives every score.
+        ``tj.streaming.sample_mesh()``). Over several processes (``jax.distributed``) each
+        process passes the models it holds and receives every score.
       reduce_dim: score every candidate on its top-``k`` principal components
-        (:func:`reduce_dim`), a common dimension across widths; equals
-        ``metric(tj.reduce_dim(features, k), labels)`` one by one. Features metrics only.
+        (:func:`reduce_dim`), a common dimension across widths. Features metrics only.
       **options: keyword options of the metric.
 
     Returns:

@@ -360,7 +360,7 @@ def pca_scores(x: Array, k: int, *, method: str = "gram") -> Array:
     ``method="gram"``: :func:`principal_components` (``x_c V_k`` from the ``d×d`` scatter when
     ``n >= d``, else ``U_k diag(√λ_k)`` from the ``n×n`` kernel; negative eigenvalues clamped).
     ``method="svd"``: ``U_k diag(σ_k)`` from a thin SVD of the centred ``x`` (what scikit-learn's
-    ``PCA(svd_solver="full")`` does): ~2-3× the cost, but the directions of small components stay
+    ``PCA(svd_solver="full")`` does): costlier, but the directions of small components stay
     accurate in float32 (the Gram route mixes components whose variances differ by less than
     ``~eps·λ_max``, which matters when the metric weights components separately).
     Columns are in decreasing order of variance. Signs are arbitrary (see

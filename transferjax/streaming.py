@@ -322,42 +322,35 @@ def fold(
     With the chunks cut and padded to ``B`` rows each (``X_k [B, width]``, ``y_k [B]`` int32,
     ``w_k [B]`` with 1 for a real row and 0 for a padding row)
 
-    .. math:: c_0 = \mathrm{init}, \qquad c_{k+1} = \mathrm{step}(c_k, X_k, y_k, w_k, *\mathrm{args}),
+    .. math::
+        c_0 = \mathrm{init}, \qquad c_{k+1} = \mathrm{step}(c_k, X_k, y_k, w_k, *\mathrm{args}),
 
     and the result is the carry after the last chunk. Every call of ``step`` sees the same shapes,
-    so a ``step`` jitted once at module level compiles once (static keyword arguments can be bound
-    with :func:`functools.partial`; arrays the update reads, such as means or a basis, go in
-    ``args`` so they are traced, not baked into the program). Padding rows are zero features with
-    label 0: ``step`` must give them no weight, with ``jnp.where(w > 0, ...)`` wherever a zero row
-    could produce a non-finite value (``0 · inf`` is NaN). Memory is that of one chunk and the
-    carry, whatever the number of samples.
-
-    The real rows are counted on the host; when ``count`` (e.g. ``stats.count`` of the statistics
-    the pass completes) is given and concrete, a pass over a different number of samples raises.
-
-    Over several processes (``jax.distributed``) each process folds its own chunks and the carries
-    are combined, so every process returns the carry of all rows: by ``merge(a, b)`` when given,
-    else as sums (``init + Σ_p (c_p − init)``, right for every step that adds to its carry).
+    so a ``step`` jitted once compiles once (bind static options with :func:`functools.partial`;
+    pass arrays it reads in ``args``, so they are traced). Padding rows are zero features with
+    label 0: ``step`` must give them no weight (``jnp.where(w > 0, ...)`` wherever a zero row
+    could produce a non-finite value). Over several processes each process folds its own chunks
+    and every process returns the carry of all rows, combined by ``merge`` or else as sums
+    (``init + Σ_p (c_p − init)``).
 
     Args:
       step: ``step(carry, x [B, width], labels [B], w [B], *args) -> carry``, jitted.
       init: the initial carry (any pytree the step accepts).
       source: a callable returning a fresh iterable of ``(features [b, width], labels [b])``
-        chunks (``b`` may vary), or a re-iterable sequence of them; a one-shot iterator (a
-        generator) only when ``passes=1``.
+        chunks (``b`` may vary), or a re-iterable sequence; a one-shot iterator only when
+        ``passes=1``.
       name: the public function reported in errors.
       width: the number of feature columns every chunk must have.
       num_classes: labels must be integers in ``0..num_classes-1``.
-      count: the number of samples the pass must cover (compared when concrete); None: no check.
+      count: the number of samples the pass must cover (checked when concrete; default ``None``).
       args: extra arguments passed to every ``step`` call after the weights.
       chunk_size: ``B`` (default: the rows of the first non-empty chunk).
       dtype: the features' dtype in ``step`` (default float32, float64 under x64).
       check_inputs: check each chunk's values (finite features, labels in range); shapes are
         always checked.
-      passes: how many times the caller reads ``source`` (``>1`` rejects a one-shot iterator,
-        which the second read would find empty).
-      merge: how two processes' carries combine (e.g. :func:`~transferjax.merge_stats`); None:
-        they add.
+      passes: how many times the caller reads ``source`` (``> 1`` rejects a one-shot iterator).
+      merge: how two processes' carries combine (e.g. :func:`~transferjax.merge_stats`); default
+        ``None``: they add.
 
     Returns:
       The final carry.

@@ -364,62 +364,40 @@ def disco(
         r_g = \frac{\sum_{i \in g} \sigma_i}{\sum_{i \le k} \sigma_i}
 
     Classification: ``s_g`` is the resubstitution accuracy of the nearest-centroid classifier on
-    ``Z_g`` (squared Euclidean distance, centroids from all ``n`` samples, ties to the lowest class),
-    or with ``ncc="prob"`` the mean probability ``softmax_c(−‖z_i − μ_c‖²)[y_i]``. Regression:
-    ``s_g`` is the mean over targets of the ``R²`` of ordinary least squares with intercept on
-    ``Z_g``. Both lie in ``[0, 1]``, so does the score. Higher is better.
+    ``Z_g`` (squared Euclidean distance, centroids from all ``n`` samples, ties to the lowest
+    class), or with ``ncc="prob"`` the mean probability ``softmax_c(−‖z_i − μ_c‖²)[y_i]``.
+    Regression: ``s_g`` is the mean over targets of the ``R²`` of ordinary least squares with
+    intercept on ``Z_g``. Both lie in ``[0, 1]``, so does the score. Higher is better.
 
     Note:
-      **A reconstruction, not validated against the authors' code** (none is published): the paper
-      states the ingredients (singular-value groups, their σ-proportions, a nearest-centroid
-      score for classification and a linear-regression score for regression, combined over the
-      distribution of components); every other choice is ours and is a
-      keyword argument: ``center``, ``n_groups``, contiguous equal-count groups, ``ncc``
-      (accuracy vs mean probability), resubstitution without a split, R² as the regression score,
-      σ rather than σ² in ``r_g``. The rank ``k`` follows ``numpy.linalg.matrix_rank``
-      (``σ_i > σ₁·max(n, d)·eps``). ``method="gram"`` (default) computes the components from one
-      ``eigh`` of ``FᵀF`` (or ``FFᵀ`` when ``n < d``) with ``σ_i = ‖F v_i‖``; components with
-      ``σ_i ≤ √eps·σ₁`` are treated as rank-deficient there (``3e-4·σ₁`` in float32, ``1.5e-8·σ₁``
-      in float64), which ``method="svd"`` (thin SVD of ``F``; slower when ``n ≫ d``) does not need.
-      Class ids are ``0..c-1``; classes without samples (``num_classes`` larger than the labels
-      use) are ignored, like the ``np.unique`` remapping of the spec. With ``ncc="acc"`` a sample
-      at a near-tie between two centroids may flip in float32 (moving the score by ``r_g/n``).
-      Features without any spread (all rows equal, or all zero with ``center=False``) raise in
-      eager mode and score 0 when traced. ``ncc="prob"`` is not scale-invariant (temperature 1).
-
-      Hard-example sampling (``sample_size``; the paper's exact rule is not known): classification
-      rows are drawn without replacement by Gumbel-top-k with log-weights
-      ``−m_i/(hardness_temperature·mean|m|)`` from the nearest-centroid margin on the full features
-      ``m_i = min_{c≠y_i}‖x_i−μ_c‖² − ‖x_i−μ_{y_i}‖²``; regression rows are drawn uniformly. The
-      score is then computed on the drawn rows only.
-
-      Streaming: the spectrum, the groups and their shares come from **sufficient statistics**
-      (the centred scatter, or ``FᵀF`` with ``center=False``); regression is pure statistics
-      (``R²`` from ``FᵀY``); classification **needs a second per-sample pass** for the
-      nearest-centroid scores (centroids from the class sums; ``second_pass`` streams the
-      ``(features, labels)`` chunks once, one jitted update per chunk). The SVD-accuracy
-      refinement of ``method="gram"`` needs the data, so ``stats=`` uses the Gram eigenvectors
-      themselves with ``σ_i = √λ_i``: in float32 a ``σ_i`` near the ``√eps·σ₁`` floor is known only
-      to a few digits and may fall on the other side of the rank cut than on the data path
-      (moving the group boundaries); ``sample_size`` and ``method="svd"`` are not available.
+      **A reconstruction** (no code is published): the paper states the ingredients (groups of
+      singular values, their σ-shares, a nearest-centroid score for classification, a
+      linear-regression score for regression); every other choice is ours and is an option:
+      ``center``, ``n_groups``, equal-count groups, ``ncc``, resubstitution without a split,
+      ``R²``, σ rather than σ² in ``r_g``. The rank ``k`` follows ``numpy.linalg.matrix_rank``
+      (``σ_i > σ₁·max(n, d)·eps``). Classes without samples (only with an explicit
+      ``num_classes``) are ignored. Features without spread raise eagerly and score 0 when traced.
+      ``ncc="prob"`` is not scale-invariant. Hard-example sampling (``sample_size``; the paper's
+      rule is not known) and the ``"gram"`` route's rank floor: ``docs/numerics.md``; what
+      ``stats=`` needs: ``docs/streaming.md``.
 
     Args:
-      features: ``[n, d]`` features (any real dtype; computed in the policy dtype).
+      features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1`` (classification) or ``[n]``/``[n, k]`` float
         targets (regression).
       stats: :class:`~transferjax.FeatureStats` in place of ``features, labels``.
-      second_pass: with classification ``stats``: the same ``(features [b, d], labels [b])``
-        chunks again (an iterable, or a callable returning one).
+      second_pass: with classification ``stats``: the ``(features, labels)`` chunks again (an
+        iterable or a callable returning one).
       chunk_size: rows per jitted update of the second pass (default: the first chunk's size).
-      n_groups: number of spectral groups ``G`` (at most the rank).
-      center: subtract the feature mean before the decomposition.
-      ncc: classification group score, ``"acc"`` (accuracy) or ``"prob"`` (mean probability).
-      method: ``"gram"`` (one ``eigh`` of the smaller Gram) or ``"svd"`` (thin SVD of ``F``).
-      sample_size: draw this many rows (hard examples favoured) before scoring; ``None`` uses all.
-      key: PRNG key for ``sample_size``.
-      hardness_temperature: how flat the hard-example weights are (larger = closer to uniform).
-      num_classes: required when ``labels`` are traced (inside the caller's jit/vmap).
-      width: true feature width when ``features`` are zero-padded (hub scoring; may be traced).
+      n_groups: number of spectral groups ``G`` (default 10; at most the rank is used).
+      center: subtract the feature mean before the decomposition (default True).
+      ncc: classification group score, ``"acc"`` (default, accuracy) or ``"prob"``.
+      method: ``"gram"`` (default, one ``eigh`` of the smaller Gram) or ``"svd"`` (thin SVD).
+      sample_size: score this many drawn rows, hard examples favoured (default ``None``: all).
+      key: PRNG key, required with ``sample_size``.
+      hardness_temperature: flatness of the hard-example weights (default 1; larger: more uniform).
+      num_classes: ``c``; required when ``labels`` are traced.
+      width: true feature width when ``features`` are zero-padded (may be traced).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -427,9 +405,8 @@ def disco(
       Scalar score in ``[0, 1]`` (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf / without spread; labels of the
-        wrong length, outside 0..C-1, fewer than two classes, or an empty class; bad options;
-        both or neither of ``features, labels`` and ``stats``; classification ``stats`` without
+      ValueError: malformed features or labels, or features without spread; a bad option; both
+        or neither of ``features, labels`` and ``stats``; classification ``stats`` without
         ``second_pass``; ``sample_size`` or ``method="svd"`` with ``stats``.
       TypeError: non-numeric or boolean inputs; ``sample_size`` without ``key``.
 
@@ -439,11 +416,9 @@ def disco(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
       >>> y = np.arange(200) % 4
-      >>> good = rng.normal(size=(200, 16)) + 3 * np.eye(4, 16)[y]
-      >>> bad = rng.normal(size=(200, 16))
-      >>> bool(tj.disco(good, y) > tj.disco(bad, y))
+      >>> noise = np.random.default_rng(0).normal(size=(200, 16))
+      >>> bool(tj.disco(noise + 3 * np.eye(4, 16)[y], y) > tj.disco(noise, y))
       True
     """
     name = "disco"

@@ -75,38 +75,26 @@ def etran_terms(
 
     Both are higher-is-better. ETran is **pool-relative**: a model's score is
     ``0.85·ldã + 0.15·energỹ``, each term min-max normalised over the models ranked on the same
-    target set (:func:`transferjax.pooling.combine_min_max` with the registered
-    ``pool_weights``; :func:`transferjax.score_hub` does this for ``"etran"``). The pooled
-    score lies in ``[0, 1]`` and changes with the pool.
-
-    ``O(n·d·c)``: class means and the ``[n, c]`` logits, no ``n×n`` matrix, no decomposition.
+    target set (:func:`transferjax.pooling.combine_min_max`; :func:`transferjax.score_hub` does
+    this for ``"etran"``), so the score lies in ``[0, 1]`` and changes with the pool.
 
     Note:
-      Matches ``LDA_Score`` and ``Energy_Score`` of ``mgholamikn/ETran`` on penultimate
-      features. The reference fits a regularised LDA, but its eigen-step keeps a full orthonormal
-      basis, so the covariance drops out and the classifier is exactly the nearest-class-mean
-      posterior above (computed directly here; the shrinkage parameters are irrelevant). Raw
-      features: the terms depend on the feature scale. For ``n < 200`` the reference's
-      ``k = ⌊5n/1000⌋`` is 0 and its energy is ``NaN`` (which poisons the whole pool); here
-      ``k >= 1`` (identical for ``n >= 200``). A term equal for every model of the pool (or a
-      pool of one) counts as 0 with a warning where the reference divides by zero. The paper's
-      SVD term for regression is not part of the classification score (no regression form).
-      For zero-padded features the energy sums over the first ``width`` columns only (hub
-      padding is appended after the true columns); the class-mean term is unchanged by zero
-      columns.
-
-      Streaming: **not available**. The class-mean term needs each sample's posterior, a second
-      pass after the class means, and the energy term the ``k`` lowest per-sample values, a
-      running order statistic; neither is a sufficient statistic of
-      :class:`~transferjax.FeatureStats`.
+      Matches ``LDA_Score`` and ``Energy_Score`` of ``mgholamikn/ETran`` on penultimate features.
+      The reference's regularised LDA reduces exactly to the nearest-class-mean posterior above
+      (``docs/numerics.md``). The terms depend on the feature scale. For ``n < 200`` the
+      reference's ``k = ⌊5n/1000⌋`` is 0 and its energy NaN (poisoning the pool); here
+      ``k >= 1`` (identical for ``n >= 200``). A term equal for every model of the pool counts as
+      0 with a warning (the reference divides by zero). The paper's SVD term for regression is
+      not included. For zero-padded features the energy sums over the first ``width`` columns.
+      Not streamed (``docs/streaming.md``).
 
     Args:
       features: ``[n, d]`` penultimate features (not logits).
       labels: ``[n]`` integer labels ``0..c-1``.
       num_classes: ``c``; required when ``labels`` are traced.
-      width: true feature width when ``features`` are zero-padded (hub scoring; may be traced).
-      percent: the share of samples (in percent) whose lowest log-sum-exp values are averaged
-        (static; reference: 0.5).
+      width: true feature width when ``features`` are zero-padded (may be traced).
+      percent: share of samples, in percent, whose lowest log-sum-exp values are averaged
+        (static; default 0.5, the reference's).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -114,10 +102,8 @@ def etran_terms(
       ``{"lda": scalar, "energy": scalar}`` (compute dtype), the raw terms.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length,
-        outside ``0..c-1``, fewer than two classes, or an empty class; ``width`` outside
-        ``1..d``; ``percent`` outside ``(0, 100]``.
-      TypeError: non-numeric features; boolean or float labels (no regression form).
+      ValueError: malformed features or labels; ``percent`` outside ``(0, 100]``.
+      TypeError: non-numeric features; float labels (no regression form).
 
     References:
       Gholami, Akbari, Wang, Vahdat, Zhang, Yang. ETran: Energy-Based Transferability Estimation.

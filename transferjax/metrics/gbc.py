@@ -182,50 +182,29 @@ def gbc(
         \mathrm{GBC} = -\sum_{c_1}\sum_{c_2 \ne c_1} e^{-D_B(c_1, c_2)}
 
     where the log sums run over the ``d`` dimensions for diagonal Gaussians and are single scalar
-    terms for spherical ones. Higher (closer to 0) is better. All ``c²`` pairs are computed as
-    arrays (``lax.map`` over rows of the pair matrix bounds memory), ``O(n·d + c²·d)``.
+    terms for spherical ones. Higher (closer to 0) is better.
 
     Note:
-      Matches ``get_gbc_score`` of ``google-research/stable_transfer`` (float32, TensorFlow): ordered
-      pairs (each unordered pair counted twice), ``ddof=0`` variances, the ``1e-4`` floor applied
-      per dimension before the spherical average, and the spherical log terms not multiplied by
-      ``d``. The paper's experiments first project on 64 principal components
-      (``pca_reduction=64``, scikit-learn ``PCA(svd_solver="full")``): pass ``pca_dim=64``; the
-      library default is no PCA (the reference metric itself), under which well-separated classes
-      drive ``exp(−D_B)`` to 0 and the score to ``−0.0`` (ties). PCA here is a thin SVD of the
-      centred features, like scikit-learn (a Gram eigen-decomposition mixes the small components
-      in float32); the component signs (which scikit-learn fixes by a convention) do not
-      matter, as the score sees each component only through squares and variances. Like
-      scikit-learn, ``pca_dim > min(n, d)`` raises. For zero-padded features the spherical average
-      runs over the true ``width`` (padded columns add exactly the floor, subtracted by count);
-      diagonal terms of padded columns are exactly 0. A class absent from the labels (possible
-      only with an explicit ``num_classes``) is left out, as the reference iterates over the
-      classes present. No regression form.
-
-      Streaming: **pure sufficient statistics** (``stats=``). Without ``pca_dim`` the score
-      needs the class counts, class sums and per-class per-dimension centred sums of squares
-      (``FeatureStats.class_sq``, ``[c, d]``, always computed with class labels and merged
-      exactly class by class); no second pass. With ``pca_dim`` the principal directions are the
-      top eigenvectors of the centred scatter ``S`` (an ``eigh`` of the ``d×d`` scatter, equal to
-      the data path's SVD in exact arithmetic; in float32 directions whose variances differ by
-      less than ``~eps·λ_max`` mix, which the diagonal form can see: use x64), and the class
-      variances along them, ``diag(V_kᵀ W_c V_k)/n_c``, need either the opt-in per-class scatters
-      ``W_c`` (``tj.stream_stats(..., class_scatter=True)``: ``c·d²`` floats) or, when the
-      statistics lack them, ``second_pass=``: the chunks once more, accumulating the ``[c, k]``
-      sums of squares of the class-centred projected rows (``O(c·k)`` memory, exact two-pass).
+      Matches ``get_gbc_score`` of ``google-research/stable_transfer``: ordered pairs (each
+      unordered pair counted twice), ``ddof=0`` variances, the floor applied per dimension before
+      the spherical average, the spherical log terms not multiplied by ``d``. The paper's
+      experiments first project on 64 principal components (``pca_reduction=64``): pass
+      ``pca_dim=64``. Without PCA (the default, the reference metric itself) well-separated
+      classes drive ``exp(−D_B)`` to 0 and the score to ``−0.0`` (ties). A class absent from the
+      labels (only with an explicit ``num_classes``) is left out, as the reference iterates over
+      the classes present. How the PCA is computed: ``docs/numerics.md``; what ``stats=`` needs:
+      ``docs/streaming.md``.
 
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1``.
-      stats: classification :class:`~transferjax.FeatureStats` (e.g. from
-        :func:`~transferjax.stream_stats`) in place of ``features, labels``.
+      stats: classification :class:`~transferjax.FeatureStats` in place of ``features, labels``.
       second_pass: with ``stats`` and ``pca_dim`` when ``stats`` has no ``class_scatter``: the
-        same ``(features [b, d], labels [b])`` chunks again (an iterable, read once, or a callable
-        returning one). Not read otherwise.
+        ``(features, labels)`` chunks again (an iterable or a callable returning one).
       chunk_size: rows per jitted update of the second pass (default: the first chunk's size).
       gaussian: ``"spherical"`` (default, as the paper) or ``"diagonal"``.
-      pca_dim: project the features on this many principal components first (paper: 64);
-        ``None`` (default): raw features.
+      pca_dim: project on this many principal components first (paper: 64; default ``None``, no
+        projection); at most ``min(n, d)``, like scikit-learn.
       num_classes: ``c``; required when ``labels`` are traced.
       width: true feature width when ``features`` are zero-padded (may be traced).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
@@ -235,13 +214,11 @@ def gbc(
       Scalar score ``<= 0`` (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length or
-        shape, outside ``0..c-1``, fewer than two classes, or an empty class; an unknown
-        ``gaussian``; ``pca_dim`` larger than ``min(n, d)``; both or neither of ``features,
-        labels`` and ``stats``; ``stats`` with ``pca_dim`` but neither ``class_scatter`` nor
-        ``second_pass``; a second pass of another width or sample count.
-      TypeError: non-numeric features; boolean or float labels (no regression form); a
-        non-integer ``pca_dim``; ``stats`` not classification statistics.
+      ValueError: malformed features or labels; an unknown ``gaussian``; ``pca_dim > min(n, d)``;
+        both or neither of ``features, labels`` and ``stats``; ``stats`` with ``pca_dim`` but
+        neither ``class_scatter`` nor ``second_pass``.
+      TypeError: non-numeric features; float labels (no regression form); a non-integer
+        ``pca_dim``.
 
     References:
       Pándy, Agostinelli, Uijlings, Ferrari, Mensink. Transferability Estimation using
@@ -249,22 +226,9 @@ def gbc(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
       >>> y = np.arange(200) % 4
-      >>> good = rng.normal(size=(200, 8)) + 2 * np.eye(4, 8)[y]
-      >>> bad = rng.normal(size=(200, 8))
-      >>> bool(tj.gbc(good, y) > tj.gbc(bad, y))
-      True
-
-      Streamed (``pca_dim`` with per-class scatters, or with a second pass):
-
-      >>> chunks = [(good[i:i + 64], y[i:i + 64]) for i in range(0, 200, 64)]
-      >>> st = tj.stream_stats(chunks, num_classes=4)
-      >>> bool(np.isclose(tj.gbc(stats=st), tj.gbc(good, y), rtol=1e-4))
-      True
-      >>> a = tj.gbc(stats=tj.stream_stats(chunks, num_classes=4, class_scatter=True), pca_dim=4)
-      >>> b = tj.gbc(stats=st, second_pass=chunks, pca_dim=4)
-      >>> bool(np.isclose(a, b, rtol=1e-4))
+      >>> noise = np.random.default_rng(0).normal(size=(200, 8))
+      >>> bool(tj.gbc(noise + 2 * np.eye(4, 8)[y], y) > tj.gbc(noise, y))
       True
     """
     name = "gbc"

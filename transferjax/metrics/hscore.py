@@ -144,35 +144,21 @@ def hscore(
 
     (the ``1/(n-1)`` of both covariances cancels). It lies in ``[0, c − 1]``; higher is better.
 
-    Computed without forming ``S⁺``: ``tr(S⁺B) = ‖P T‖_F²`` where ``P`` projects onto the column
-    space of the centred features and ``T`` holds the normalised class indicators, so only the
-    eigen-decomposition of the (column-scaled) Gram ``FᵀF`` — or of ``FFᵀ`` when ``n < d`` — is
-    needed, and no small eigenvalue is ever inverted.
-
     Note:
       Matches ``h_score`` of ``thuml/Transfer-Learning-Library`` (``np.cov`` with ``ddof=1`` on
-      the raw features, ``pinv`` with ``rcond=1e-15``). The pseudo-inverse cutoff is applied to the
-      spectrum of the column-standardised features (the score is invariant to that rescaling;
-      constant columns are dropped exactly) and is ``max(1e-15, eps)`` relative to the largest
-      eigenvalue: in float32, directions below ``~1e-7 λ_max`` count as null. With ``n ≤ d`` the
-      score is exactly ``c − 1`` (every class split is linear), as in the reference. The feature
-      width does not enter the formula: ``width`` is accepted for hub scoring and has no effect
-      (zero-padded columns are constant and dropped). No regression form.
-
-      Streaming: **pure sufficient statistics** (``stats=``: the centred scatter, class counts
-      and sums; exact, no second pass). On that path the ``d×d`` scatter is always decomposed
-      (also for ``n < d``, where the data path uses ``FFᵀ``: equal in exact arithmetic, in
-      float32 the rank-deficient case is resolved only to Gram accuracy), class means come from
-      class sums (float32 error ``~eps·|μ|/|μ_c − μ|``), and a column counts as constant when
-      its spread is below ``16·eps·|μ_j|``.
+      the raw features, ``pinv`` with ``rcond=1e-15``). The cut-off, ``max(1e-15, eps)`` relative
+      to the largest eigenvalue, is applied to the spectrum of the column-standardised features
+      (the score is invariant to that rescaling): in float32, directions below ``~1e-7 λ_max``
+      count as null, and constant (e.g. zero-padded) columns drop out exactly. With ``n ≤ d`` the
+      score is exactly ``c − 1``, as in the reference. ``S⁺`` is never formed:
+      ``docs/numerics.md``; what ``stats=`` needs: ``docs/streaming.md``.
 
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1``.
-      stats: :class:`~transferjax.FeatureStats` (classification) in place of ``features,
-        labels`` (e.g. from :func:`~transferjax.stream_stats`).
+      stats: classification :class:`~transferjax.FeatureStats` in place of ``features, labels``.
       num_classes: ``c``; required when ``labels`` are traced.
-      width: true width of zero-padded features (accepted for the hub; the score needs no width).
+      width: true width of zero-padded features (accepted for the hub; not needed).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -180,11 +166,10 @@ def hscore(
       Scalar score (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length or
-        shape, outside ``0..c-1``, fewer than two classes, or an empty class; both or neither of
-        ``features, labels`` and ``stats``.
-      TypeError: non-numeric features; boolean or float labels (no regression form); ``stats``
-        not classification :class:`~transferjax.FeatureStats`.
+      ValueError: malformed features or labels; both or neither of ``features, labels`` and
+        ``stats``.
+      TypeError: non-numeric features; float labels (no regression form); ``stats`` not
+        classification statistics.
 
     References:
       Bao, Li, Huang, Liang, Li, Tao, Wong. An Information-Theoretic Approach to Transferability
@@ -192,11 +177,9 @@ def hscore(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
       >>> y = np.arange(200) % 4
-      >>> good = rng.normal(size=(200, 8)) + 2 * np.eye(4, 8)[y]
-      >>> bad = rng.normal(size=(200, 8))
-      >>> bool(tj.hscore(good, y) > tj.hscore(bad, y))
+      >>> noise = np.random.default_rng(0).normal(size=(200, 8))
+      >>> bool(tj.hscore(noise + 2 * np.eye(4, 8)[y], y) > tj.hscore(noise, y))
       True
     """
     # padded columns are constant: the kernel drops them, no count is needed (width is checked)
@@ -237,29 +220,20 @@ def shrinkage_hscore(
           (1 - \alpha)\operatorname{cov}_g\bigr),\quad
         \operatorname{cov}_\alpha = (1 - \alpha) S + \alpha\hat\mu I
 
-    Higher is better. ``α`` needs ``Σ_i‖x_i‖⁴`` besides ``FᵀF``; everything else comes from the
-    eigen-decomposition of ``FᵀF`` (``FFᵀ`` when ``n < d``): on eigenvector ``v_k`` the shrunk
-    covariance has eigenvalue ``(1 − α)ℓ_k + αμ̂`` and the between-class term ``‖v_kᵀ Fᵀ T‖²``.
+    Higher is better.
 
     Note:
-      Matches ``regularized_h_score`` of ``thuml/Transfer-Learning-Library`` (PR #184), which uses
-      scikit-learn's ``LedoitWolf(assume_centered=False)``: ``cov_α`` has ``ddof = 0`` while
-      ``cov_g`` has ``ddof = 1`` (the score is therefore not exactly scale-free in ``n``), and
-      the ``pinv`` cutoff is ``rcond = 1e-15`` (here ``max(1e-15, eps)``). ``d`` in ``μ̂``, ``δ``
-      and ``β`` is ``width`` for zero-padded features; the padded directions add zero eigenvalues
-      (counted) and carry no between-class scatter, so the padded score equals the unpadded one.
-      No regression form.
-
-      Streaming: **pure sufficient statistics** (``stats=``: the centred scatter, class counts
-      and sums, and ``Σ‖x_i − μ‖⁴``, which :func:`~transferjax.merge_stats` merges exactly through
-      the third moment; no second pass). On that path the ``d×d`` scatter is decomposed also
-      when ``n < d`` (float32: Gram accuracy on a rank-deficient spectrum).
+      Matches ``regularized_h_score`` of ``thuml/Transfer-Learning-Library`` with scikit-learn's
+      ``LedoitWolf(assume_centered=False)``: ``cov_α`` has ``ddof = 0`` while ``cov_g`` has
+      ``ddof = 1`` (so the score is not exactly scale-free in ``n``); the ``pinv`` cut-off
+      ``rcond = 1e-15`` is ``max(1e-15, eps)`` here. For zero-padded features ``d`` is
+      ``width`` and the padded score equals the unpadded one. How it is computed:
+      ``docs/numerics.md``; what ``stats=`` needs: ``docs/streaming.md``.
 
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1``.
-      stats: :class:`~transferjax.FeatureStats` (classification) in place of ``features,
-        labels``.
+      stats: classification :class:`~transferjax.FeatureStats` in place of ``features, labels``.
       num_classes: ``c``; required when ``labels`` are traced.
       width: true feature width when ``features`` are zero-padded (may be traced).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
@@ -269,11 +243,10 @@ def shrinkage_hscore(
       Scalar score (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length or
-        shape, outside ``0..c-1``, fewer than two classes, or an empty class; both or neither of
-        ``features, labels`` and ``stats``.
-      TypeError: non-numeric features; boolean or float labels (no regression form); ``stats``
-        not classification :class:`~transferjax.FeatureStats`.
+      ValueError: malformed features or labels; both or neither of ``features, labels`` and
+        ``stats``.
+      TypeError: non-numeric features; float labels (no regression form); ``stats`` not
+        classification statistics.
 
     References:
       Ibrahim, Ponomareva, Mazumder. Newer is Not Always Better: Rethinking Transferability
@@ -283,11 +256,9 @@ def shrinkage_hscore(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
       >>> y = np.arange(200) % 4
-      >>> good = rng.normal(size=(200, 8)) + 2 * np.eye(4, 8)[y]
-      >>> bad = rng.normal(size=(200, 8))
-      >>> bool(tj.shrinkage_hscore(good, y) > tj.shrinkage_hscore(bad, y))
+      >>> noise = np.random.default_rng(0).normal(size=(200, 8))
+      >>> bool(tj.shrinkage_hscore(noise + 2 * np.eye(4, 8)[y], y) > tj.shrinkage_hscore(noise, y))
       True
     """
     if stats is not None:

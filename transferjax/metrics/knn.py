@@ -129,32 +129,22 @@ def knn(
 
     (for ``k = 1``: the share of samples whose nearest neighbour has their label). Higher is better.
 
-    Computed without the ``n×n`` distance matrix: the samples are cut into tiles of at most 1024
-    (:func:`transferjax.loops.fold_pair_tiles`); each tile of the upper triangle gives the squared
-    distances ``‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩`` of its pairs once, and both its row and its
-    column side update the running ``k`` nearest of their samples (``lax.top_k``, or an
-    ``argmin`` for ``k = 1``). Memory ``O(1024² + n k)``.
-
     Note:
       Matches ``kNN`` of ``dbolya/parc`` (``kNN(k=1, metric='l2', n_dims=None)``, the PARC
       paper's "1-NN CV"), a percentage, including its vote: when all ``k`` neighbour labels
-      differ, the sample gets the fractional credit above instead of a vote. The reference drops
-      the first column of each sorted distance row as "the sample itself"; here the sample is
-      excluded explicitly, which differs only when duplicates sort before it. Distances are
-      computed in the compute dtype through the Gram expansion (the reference: float64, stored
-      as float32); features with a large common offset lose float32 precision there (use
-      float64). Zero-padded feature columns add nothing to any distance: ``width`` is accepted
-      for hub scoring and not needed. Not invariant to relabelling the classes when ``k > 1``
-      (vote ties go to the smaller label). The ``NearestNeighbors`` estimator of
-      ``transformer-ranker`` (default ``k = 3``, no fractional credit) gives the same value
-      divided by 100 at ``k = 1``. No regression form.
+      differ, the sample gets the fractional credit above. The reference drops the first column
+      of each sorted distance row as "the sample itself"; here the sample is excluded
+      explicitly, which differs only when duplicates sort before it. Distances use the Gram
+      expansion in the compute dtype (use float64 for features with a large common offset).
+      Not invariant to relabelling the classes when ``k > 1``. Never forms the ``n×n`` matrix:
+      ``docs/numerics.md``.
 
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1``.
-      k: number of neighbours (at most ``n − 1``).
+      k: number of neighbours (default 1; at most ``n − 1``).
       num_classes: ``c``; required when ``labels`` are traced.
-      width: true feature width of zero-padded features (accepted for the hub; not needed).
+      width: true width of zero-padded features (accepted for the hub; not needed).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -162,11 +152,8 @@ def knn(
       Scalar accuracy in percent, ``[0, 100]`` (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length or
-        shape, outside ``0..c-1``, fewer than two classes, or an empty class; ``k < 1`` or
-        ``k > n − 1``; ``width`` outside ``1..d``.
-      TypeError: non-numeric features; boolean or float labels (no regression form); ``k`` not
-        an int.
+      ValueError: malformed features or labels; ``k < 1`` or ``k > n − 1``.
+      TypeError: non-numeric features; float labels (no regression form); ``k`` not an int.
 
     References:
       Bolya, Mittapalli, Hoffman. Scalable Diverse Model Selection for Accessible Transfer

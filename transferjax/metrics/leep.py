@@ -60,27 +60,22 @@ def leep(
         \mathrm{LEEP}(\theta, y) = \frac1n \sum_{i=1}^{n}
           \log\Bigl(\sum_{z} \theta_{iz}\, P(y_i \mid z)\Bigr)
 
-    Higher (closer to 0) is better. The joint table is one ``segment_sum``; no loop over classes.
+    Higher (closer to 0) is better.
 
     Note:
-      Matches ``LEEP.py`` of ``thuml/LogME`` (``θ`` taken as given, the number of target classes
-      ``max(y) + 1``). A source class with zero total probability (0/0 in the reference, never used
-      by any sample) gets ``P(y | z) = 0``. The log is floored at the smallest normal float so an
-      underflowing expected prediction gives a large negative, finite score.
-
-      Streaming: **needs a second per-sample pass**. ``P(y | z)`` comes from the joint table
-      (:func:`~transferjax.stream_label_table` over ``(source_probs, labels)`` chunks, passed as
-      ``table=``), but the score averages ``log Σ_z θ_iz P(y_i | z)`` over samples, which is not a
-      function of the table: ``second_pass=`` reads the ``(source_probs, labels)`` chunks once
-      more (one-hot rows for hard source labels).
+      Matches ``LEEP.py`` of ``thuml/LogME`` (``θ`` taken as given, ``max(y) + 1`` target
+      classes). A source class with zero total probability (0/0 in the reference, never used by
+      any sample) gets ``P(y | z) = 0``. The log is floored at the smallest normal float, so an
+      underflowing prediction gives a large negative, finite score. Streamed: a label table and
+      a second pass (``docs/streaming.md``).
 
     Args:
       source_probs: ``[n, z]`` source-model probabilities (rows on the simplex).
       labels: ``[n]`` integer target labels ``0..c-1``.
-      table: :class:`~transferjax.stats.LabelTable` of the same samples, in place of
-        ``source_probs, labels`` (requires ``second_pass``).
-      second_pass: with ``table``: an iterable of ``(source_probs [b, z], labels [b])`` chunks,
-        or a callable returning one.
+      table: :class:`~transferjax.stats.LabelTable` of the same samples
+        (:func:`~transferjax.stream_label_table`) in place of ``source_probs, labels``.
+      second_pass: with ``table``: the ``(source_probs, labels)`` chunks again (an iterable or
+        a callable returning one).
       num_classes: ``c``; required when ``labels`` are traced.
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
@@ -89,10 +84,10 @@ def leep(
       Scalar score (compute dtype), ``<= 0``. Higher is better.
 
     Raises:
-      ValueError: ``source_probs`` not 2-D, NaN/inf, a negative entry, or a row not summing to 1
-        within 1e-3; labels of the wrong length, outside ``0..c-1``, fewer than two classes, or an
-        empty class.
-      TypeError: non-numeric ``source_probs``; boolean or float labels (no regression form).
+      ValueError: ``source_probs`` not 2-D, NaN/inf, negative or with a row not summing to 1
+        within 1e-3; malformed labels; ``table`` without ``second_pass``.
+      TypeError: non-numeric ``source_probs``; float labels (no regression form); ``table`` not
+        a :class:`~transferjax.stats.LabelTable`.
 
     References:
       Nguyen, Hassner, Seeger, Archambeau. LEEP: A New Measure to Evaluate Transferability of

@@ -133,28 +133,24 @@ def logme(
     by the fixed point ``α ← γ/(mᵀm + 1e-5)``, ``β ← (n − γ)/(‖Fm − y‖² + 1e-5)``,
     ``γ = Σ σ_i²/(σ_i² + α/β)``, stopping when ``α/β`` moves by ``≤ tol`` relative or after
     ``max_iter`` steps, and returns the mean over targets of ``L/n``. Higher is better.
-    Features that carry nothing (all zero) drive ``α`` to 0; it is floored at the smallest
-    normal float, which leaves the finite limit ``L = n/2·log β − β‖y‖²/2 − n/2·log 2π``
-    (``β = n/‖y‖²``) when ``n ≥ d`` (the reference returns NaN).
-
-    Computed from the eigen-decomposition of ``FᵀF`` (or ``FFᵀ`` when ``n < d``), never an SVD of
-    ``F``: ``u_iᵀy = v_iᵀFᵀy/σ_i``. All target columns iterate together, each stopping on its own.
 
     Note:
       Matches ``thuml/LogME`` (``_fit_fixed_point``): features are not centred; ``d`` (not the
-      rank) multiplies ``log α``; the evidence uses the final ``α, β`` with ``mᵀm`` and the residual
-      of the last iteration; 11 iterations at most. Eigenvalues below ``eps·λ_max`` are set
-      to 0 (rounding noise; they contribute ``log α`` as in the reference).
+      rank) multiplies ``log α``; the evidence uses the final ``α, β`` with ``mᵀm`` and the
+      residual of the last iteration; 11 iterations at most. Eigenvalues below ``eps·λ_max`` are
+      set to 0 (rounding noise; they contribute ``log α`` as in the reference). All-zero features
+      drive ``α`` to 0; it is floored at the smallest normal float, leaving the finite limit
+      ``L = n/2·log β − β‖y‖²/2 − n/2·log 2π`` (``β = n/‖y‖²``) when ``n ≥ d`` (reference: NaN).
 
     Args:
-      features: ``[n, d]`` features (any real dtype; computed in the policy dtype).
+      features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1`` (classification) or ``[n]``/``[n, k]`` float
         targets (regression).
-      stats: :class:`~transferjax.FeatureStats` in place of ``features, labels`` (streamed data;
-        LogME needs only ``FᵀF``, ``FᵀY`` and ``‖y‖²``, so it is exact from statistics).
-      num_classes: required when ``labels`` are traced (inside the caller's jit/vmap).
-      width: true feature width when ``features`` are zero-padded (hub scoring; may be traced).
-      max_iter, tol: fixed-point cap and tolerance (reference: 11, 1e-3).
+      stats: :class:`~transferjax.FeatureStats` in place of ``features, labels`` (exact: LogME
+        needs only ``FᵀF``, ``FᵀY`` and ``‖y‖²``).
+      num_classes: ``c``; required when ``labels`` are traced.
+      width: true feature width when ``features`` are zero-padded (may be traced).
+      max_iter, tol: fixed-point cap and relative tolerance (defaults 11 and 1e-3, the reference's).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -162,9 +158,7 @@ def logme(
       Scalar score (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length,
-        outside 0..C-1, fewer than two classes, or an empty class; neither or both of
-        ``features`` and ``stats`` given.
+      ValueError: malformed features or targets; both or neither of ``features`` and ``stats``.
       TypeError: non-numeric or boolean inputs.
 
     References:

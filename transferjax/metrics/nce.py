@@ -66,27 +66,23 @@ def nce(
         \mathrm{NCE}(z, y) = -H(Y \mid Z)
           = \sum_{z:\,P(z) > 0} P(z) \sum_{y} P(y \mid z) \log P(y \mid z)
 
-    Higher (closer to 0) is better; 0 when the source labels determine the target labels. The joint
-    table is one ``segment_sum`` over the ``c × z`` cells; no loop over samples.
+    Higher (closer to 0) is better; 0 when the source labels determine the target labels.
 
     Note:
       Matches ``NCE.py`` of ``thuml/LogME``, including its ``+1e-20`` on every ``P(y | z)`` before
       ``p log p`` (a ``~5e-19`` shift per cell). Source classes that no sample uses are masked
-      out, so ``num_source_classes`` (default ``max(z) + 1``, or the number of distinct ids when
-      that exceeds ``n``) only fixes the table's shape. The
-      golden cases use ``z = argmax(source_probs)``: pass hard labels, not probabilities.
-
-      Streaming: **pure sufficient statistics**: the ``c × z`` count table, streamed by
-      :func:`~transferjax.stream_label_table` from ``(source_labels, labels)`` chunks and passed as
-      ``table=``; exact (integer counts), no second pass.
+      out, so ``num_source_classes`` only fixes the table's shape. Pass hard labels (e.g. the
+      ``argmax`` of the source probabilities), not probabilities. Streamed exactly from the count
+      table (``docs/streaming.md``).
 
     Args:
       source_labels: ``[n]`` integer source-model labels ``0..z-1`` (need not all occur).
       labels: ``[n]`` integer target labels ``0..c-1``.
-      table: a hard-label :class:`~transferjax.stats.LabelTable` in place of
-        ``source_labels, labels``.
+      table: a hard-label :class:`~transferjax.stats.LabelTable`
+        (:func:`~transferjax.stream_label_table`) in place of ``source_labels, labels``.
       num_classes: ``c``; required when ``labels`` are traced.
-      num_source_classes: ``z``; required when ``source_labels`` are traced.
+      num_source_classes: ``z`` (default ``max(z) + 1``, or the number of distinct ids when that
+        exceeds ``n``); required when ``source_labels`` are traced.
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -94,11 +90,10 @@ def nce(
       Scalar score (compute dtype), ``<= 0``. Higher is better.
 
     Raises:
-      ValueError: either label array not 1-D or of different lengths, source labels negative or
-        ``>= num_source_classes``; target labels outside ``0..c-1``, fewer than two classes, or an
-        empty class.
-      TypeError: non-integer source labels; boolean or float target labels; ``table`` not a
-        hard-label :class:`~transferjax.stats.LabelTable`.
+      ValueError: label arrays not 1-D or of different lengths; source labels outside
+        ``0..num_source_classes-1``; malformed target labels.
+      TypeError: non-integer source labels; float target labels; ``table`` not a hard-label
+        :class:`~transferjax.stats.LabelTable`.
 
     References:
       Tran, Nguyen, Hassner. Transferability and Hardness of Supervised Classification Tasks.

@@ -216,12 +216,10 @@ def ncti_terms(
     r"""NCTI's three raw terms for one model: ``{"seli", "ncc", "vc"}``.
 
     The features are projected on their top ``k = min(n_components, n, d)`` principal components
-    ``Z`` (centred, not whitened; variances ``λ_1 ≥ λ_2 ≥ …``, divisor ``n − 1``). A linear
-    discriminant analysis of ``Z`` gives coordinates ``T [n, min(c − 1, k)]`` and posteriors
-    ``P [n, c]``; with ``t = max(exp(−Σ_{i≤32} λ_i), 10^{-10})`` it is the pooled-covariance LDA
-    (scikit-learn's ``svd`` solver) when ``t`` is at its floor, else the ``eigen`` solver with the
-    within-class covariance shrunk by ``t`` towards ``tr/k · I`` (and the between-class covariance
-    likewise). Then
+    ``Z`` (centred, not whitened; variances ``λ_1 ≥ λ_2 ≥ …``). A linear discriminant analysis of
+    ``Z`` gives coordinates ``T [n, min(c − 1, k)]`` and posteriors ``P [n, c]``: with
+    ``t = max(exp(−Σ_{i≤32} λ_i), 10^{-10})``, scikit-learn's ``svd`` solver when ``t`` is at its
+    floor, else its ``eigen`` solver with shrinkage ``t``. Then
 
     .. math::
         \mathrm{seli} = \lVert T - \bar T \rVert_*,\qquad
@@ -229,30 +227,26 @@ def ncti_terms(
         \mathrm{vc} = \log \sum_c \lVert P_{\{i : y_i = c\}} \rVert_*
 
     (``‖·‖_*`` the nuclear norm). Higher ``seli`` and ``ncc`` and lower ``vc`` are better. NCTI is
-    pool-relative: over the models ``m`` ranked on one target set each term is min-max normalised,
-    ``x̃_m = (x_m − min x)/(max x − min x)``, and the score is ``ncc̃ + selĩ − vc̃ ∈ [−1, 2]``
-    (:func:`transferjax.pooling.combine_min_max` with the registered weights; :func:`score_hub`
-    applies it). This function returns the raw terms of one model.
+    pool-relative: each term is min-max normalised over the models ranked on one target set and
+    the score is ``ncc̃ + selĩ − vc̃ ∈ [−1, 2]`` (:func:`transferjax.pooling.combine_min_max`;
+    :func:`~transferjax.score_hub` applies it).
 
     Note:
-      Follows ``NCTI_Score`` of ``BUserName/NCTI`` (scikit-learn 1.2.2) except for the PCA: the
-      reference's is a randomized SVD on larger inputs (unseeded; its terms move by up to ~2 %
-      between runs); ours is exact (eigenvectors of the Gram, or of the ``n×n`` kernel when
-      ``n < d``), so the terms are the reference's with an exact PCA. Where the reference raises
-      (``min(n, d) < 64``), ``k`` is clamped to ``min(n_components, n, d)``. PCA columns with
-      variance at most ``1e-10·λ_1`` (``16·eps·λ_1`` in float32) are set to 0, and a within-class
-      spread at rounding level counts as none, where the reference lets its LDA rescale rounding
-      noise. The ``svd`` solver divides the within-class scatter by ``n − c`` (scikit-learn
-      < 1.9); ``lda_divisor="n"`` gives scikit-learn ≥ 1.9 (``seli`` × ``√(n/(n − c))``, sharper
-      posteriors). Every class a single point (the reference fails): ``seli = 0`` and the
-      class-prior posteriors. Classes absent from the labels (``num_classes`` larger) are left
-      out, as the reference's ``np.unique`` does. ``width`` enters only through ``k``.
+      Follows ``NCTI_Score`` of ``BUserName/NCTI`` (scikit-learn 1.2.2) with an exact PCA: the
+      reference's randomized SVD is unseeded (its terms move by up to ~2 % between runs). Where
+      the reference raises (``min(n, d) < 64``), ``k`` is clamped. PCA columns with variance at
+      most ``1e-10·λ_1`` (``16·eps·λ_1`` in float32) are set to 0 and a within-class spread at
+      rounding level counts as none, where the reference's LDA rescales rounding noise. Every
+      class a single point (the reference fails): ``seli = 0`` and class-prior posteriors.
+      Classes absent from the labels are left out, as the reference's ``np.unique`` does.
+      ``width`` enters only through ``k``.
 
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1``.
-      n_components: number of principal components (reference: 64; static).
-      lda_divisor: ``"n-c"`` (scikit-learn < 1.9, the reference) or ``"n"`` (scikit-learn ≥ 1.9).
+      n_components: number of principal components (static; default 64, the reference's).
+      lda_divisor: within-class scatter divisor of the ``svd`` solver: ``"n-c"`` (default;
+        scikit-learn < 1.9, the reference) or ``"n"`` (scikit-learn ≥ 1.9; sharper posteriors).
       num_classes: ``c``; required when ``labels`` are traced.
       width: true feature width when ``features`` are zero-padded (may be traced).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
@@ -262,12 +256,9 @@ def ncti_terms(
       ``{"seli", "ncc", "vc"}``: scalar arrays (compute dtype).
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length,
-        outside ``0..c-1``, fewer than two classes, or an empty class (without ``num_classes``);
-        no more samples than classes (the LDA needs ``n > c``); an unknown ``lda_divisor``;
-        ``n_components < 1``.
-      TypeError: non-numeric features; boolean or float labels (no regression form);
-        ``n_components`` not a positive int.
+      ValueError: malformed features or labels; ``n <= c`` (the LDA needs ``n > c``); an unknown
+        ``lda_divisor``; ``n_components < 1``.
+      TypeError: non-numeric features; float labels; ``n_components`` not an int.
 
     References:
       Wang, Li, Li, Zhu, Wang, Zhang, Liu. How Far Pre-trained Models Are from Neural Collapse
@@ -275,9 +266,9 @@ def ncti_terms(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
       >>> y = np.arange(120) % 3
-      >>> terms = tj.ncti_terms(rng.normal(size=(120, 6)) + 3 * np.eye(3, 6)[y], y)
+      >>> f = np.random.default_rng(0).normal(size=(120, 6)) + 3 * np.eye(3, 6)[y]
+      >>> terms = tj.ncti_terms(f, y)
       >>> sorted(terms), bool(terms["ncc"] > 0.9)
       (['ncc', 'seli', 'vc'], True)
     """

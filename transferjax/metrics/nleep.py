@@ -248,78 +248,49 @@ def nleep(
     r"""NLEEP: the LEEP score of a Gaussian mixture's component posteriors ("pseudo-labels").
 
     The centred features are projected on their ``k`` leading principal components, ``k`` the
-    smallest number whose explained variance exceeds ``energy`` (80 %); a Gaussian mixture with
-    ``K = component_ratio · C`` components is fitted to the scores ``z_i`` by EM
-    (:func:`transferjax.mixture.fit`); its posteriors ``π_ik = p(k | z_i)`` replace the
-    source-model probabilities of LEEP:
+    smallest number whose explained variance exceeds ``energy``; a Gaussian mixture with
+    ``K = component_ratio · C`` components is fitted to the scores ``z_i`` by EM (scikit-learn's
+    ``GaussianMixture`` defaults, started from one k-means++/Lloyd run drawn from ``key``) and
+    its posteriors ``π_ik = p(k | z_i)`` replace the source-model probabilities of LEEP:
 
     .. math::
         \hat P(y, k) = \frac1n \sum_{i: y_i = y} \pi_{ik}, \qquad
         \mathrm{NLEEP} = \frac1n \sum_{i=1}^n \sum_{k=1}^K \pi_{ik}\,
           \frac{\hat P(y_i, k)}{\sum_{y'} \hat P(y', k)}
 
-    The EM is scikit-learn's ``GaussianMixture`` defaults: full covariances, ``reg_covar`` added
-    to every covariance diagonal, stop when the mean log-likelihood changes by less than ``tol``
-    or after ``max_iter`` iterations, then one final E-step; started from one k-means run
-    (:func:`transferjax.cluster.kmeans`: k-means++ seeding drawn from ``key``, Lloyd
-    iterations). Range ``(0, 1]``; higher is better.
+    Range ``(0, 1]``; higher is better.
 
     Note:
-      Matches the NLEEP of ``TencentARC/SFDA`` (also used by PED and ETran), which the
-      published tables were computed with:
-
-      * The score is the mean *probability* ``p(y_i | x_i)``: the reference drops the log of
-        the LEEP paper (so does its LEEP).
-      * The reference seeds k-means from NumPy's global random state, so its values cannot be
-        reproduced bit for bit: with a fixed ``key`` this function is deterministic, and across
-        keys it has the reference's seed-to-seed distribution. ``init="spaced_rows"`` starts EM
-        deterministically (weights ``1/K``, means the rows ``⌊jn/K⌋`` of ``z``, every
-        covariance that of all of ``z``) and reproduces the reference EM started the same way;
-        it stops earlier from this broad start, so it scores lower than k-means starts.
-      * Where a covariance Cholesky fails (the reference raises; in float32 this happens on
-        small or collapsed components), ``eps · trace(Σ_k) · 10^j`` (``j = 0, 1, ...``) is
-        added to its diagonal until it succeeds. float64 (``jax_enable_x64``) is closest to the
-        reference, which computes in float64.
-      * A component with no posterior mass contributes 0 instead of the reference's 0/0.
-      * ``covariance_type`` other than ``"full"`` is not the reference's; ``"diag"`` costs
-        ``O(nKk)`` per EM iteration instead of ``O(nKk²)``.
-      * PCA is padding-invariant (zero columns add zero-variance directions, which sort last):
-        ``width`` needs no correction. The mixture's dimension ``k`` is data-dependent: eagerly
-        the kernel is compiled for ``k`` rounded up to a multiple of 16 (at most 1/8 more above
-        255), the directions beyond ``k`` zeroed (exact), so nearby ``k`` share one program;
-        traced (inside ``jit``/``vmap``) it works in ``max_dim`` (default ``min(n, d)``)
-        dimensions, zeroing those beyond the traced ``k`` (at most ``max_dim`` are used).
-        :func:`~transferjax.score_hub` passes the bucketed largest ``k + 1`` of its models.
-
-      Streaming: NLEEP **needs per-iteration passes**. With ``stats=`` the PCA comes from their
-      centred scatter and ``second_pass`` is read once per pass (memory ``O(chunk·d + d² +
-      K·k²)``): ``2K`` for the k-means++ seeding, one per Lloyd iteration (at most 300), one
-      for the M-step of the k-means labels, one per EM iteration and the final E-step (at most
-      ``max_iter + 1``); ``init="spaced_rows"``: one gathering the rows, then EM. The arithmetic
-      is the one-shot call's: the result equals ``nleep(features, labels, key=key)`` up to
-      rounding.
+      Matches the NLEEP of ``TencentARC/SFDA`` (behind the published tables, PED and ETran): the
+      score is the mean *probability* ``p(y_i | x_i)`` (the reference drops LEEP's log). Its
+      k-means is seeded from NumPy's global state; with a fixed ``key`` this is deterministic and
+      across keys has the reference's seed-to-seed spread. Where a covariance Cholesky fails (the
+      reference raises), ``eps · trace(Σ_k) · 10^j`` is added to its diagonal until it succeeds
+      (float64 is closest to the reference); a component without mass contributes 0 (reference:
+      0/0). ``max_dim`` and padding: ``docs/numerics.md``; ``stats=``: ``docs/streaming.md``.
 
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..C-1``.
-      stats: concrete classification :class:`~transferjax.FeatureStats` of the samples
-        (:func:`~transferjax.stream_stats`), in place of ``features, labels``.
-      second_pass: with ``stats``: the same ``(features [b, d], labels [b])`` chunks in order,
-        as a callable returning a fresh iterable or a re-iterable sequence (see Note).
+      stats: concrete classification :class:`~transferjax.FeatureStats` in place of
+        ``features, labels``; requires ``second_pass``.
+      second_pass: the ``(features, labels)`` chunks again, in the same order each time (a
+        callable returning a fresh iterable, or a re-iterable sequence; read once per pass).
       chunk_size: rows per jitted update of the passes (default: the first chunk's size).
-      key: PRNG key for the k-means++ seeding (``jax.random.key``; an int is taken as a seed).
-        Required unless ``init="spaced_rows"``.
-      component_ratio: mixture components per class (reference 5; 1 for some of its datasets).
-      energy: fraction of the variance the PCA keeps (strictly exceeded), in ``(0, 1]``.
-      reg_covar: added to each covariance diagonal (scikit-learn default ``1e-6``).
-      tol: EM stops when the mean log-likelihood changes by less than this.
-      max_iter: EM iteration cap (100).
-      init: ``"kmeans"`` (reference) or ``"spaced_rows"`` (deterministic; ``key`` not needed).
-      covariance_type: ``"full"`` (reference), ``"tied"``, ``"diag"`` or ``"spherical"``.
-      max_dim: mixture dimension when the features are traced (see Note).
-      num_classes: ``C`` (default: the number of distinct labels); required when ``labels``
-        are traced (inside the caller's jit/vmap).
-      width: true feature width of zero-padded features (accepted; no correction is needed).
+      key: PRNG key of the k-means++ seeding (an int is taken as a seed); required unless
+        ``init="spaced_rows"``.
+      component_ratio: mixture components per class (default 5, the reference's).
+      energy: fraction of the variance the PCA keeps, strictly exceeded (``(0, 1]``; default 0.8).
+      reg_covar: added to each covariance diagonal (default ``1e-6``, scikit-learn's).
+      tol: EM stops when the mean log-likelihood moves by less (default ``1e-3``).
+      max_iter: EM iteration cap (default 100); a final E-step follows.
+      init: ``"kmeans"`` (default, the reference) or ``"spaced_rows"``: deterministic weights
+        ``1/K``, means the rows ``⌊jn/K⌋`` of ``z``, every covariance that of ``z`` (the
+        reference's EM from that start; it stops earlier and scores lower than k-means).
+      covariance_type: ``"full"`` (default, the reference), ``"tied"``, ``"diag"``, ``"spherical"``.
+      max_dim: static mixture dimension when the features are traced (default ``min(n, d)``).
+      num_classes: ``C``; required when ``labels`` are traced.
+      width: true width of zero-padded features (accepted; PCA needs no correction).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -327,11 +298,10 @@ def nleep(
       Scalar score in ``(0, 1]`` (compute dtype). Higher is better.
 
     Raises:
-      ValueError: bad features or labels (not 2-D, NaN, fewer than two classes, ...); an option
-        out of range; both or neither of ``features, labels`` and ``stats``; ``stats`` without
-        ``second_pass``, or a pass of another width or sample count.
-      TypeError: float (regression) targets, a missing or invalid ``key``, an unknown ``init``;
-        ``second_pass`` a one-shot iterator (it is read many times).
+      ValueError: malformed features or labels; an option out of range; both or neither of
+        ``features, labels`` and ``stats``; ``stats`` without ``second_pass`` or over processes.
+      TypeError: float targets; a missing or invalid ``key``; an unknown ``init``; traced
+        ``stats``; a one-shot iterator as ``second_pass`` (it is read many times).
 
     References:
       Li, Jia, Wang, Liu, Kuo, Chen, Ding, Li. Ranking Neural Checkpoints. CVPR 2021.
@@ -340,20 +310,9 @@ def nleep(
 
     Examples:
       >>> import jax, numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
-      >>> y = np.arange(200) % 2
-      >>> good = rng.normal(size=(200, 4)) + 4.0 * y[:, None]
-      >>> bad = rng.normal(size=(200, 4))
-      >>> key = jax.random.key(0)
-      >>> bool(tj.nleep(good, y, key=key) > tj.nleep(bad, y, key=key))
-      True
-
-      Streamed: statistics in one pass, then the chunks again once per pass.
-
-      >>> chunks = [(good[i : i + 64], y[i : i + 64]) for i in range(0, 200, 64)]
-      >>> stats = tj.stream_stats(chunks, num_classes=2)
-      >>> streamed = tj.nleep(stats=stats, second_pass=chunks, key=key)
-      >>> bool(abs(streamed - tj.nleep(good, y, key=key)) < 1e-4)
+      >>> y, key = np.arange(200) % 2, jax.random.key(0)
+      >>> noise = np.random.default_rng(0).normal(size=(200, 4))
+      >>> bool(tj.nleep(noise + 4.0 * y[:, None], y, key=key) > tj.nleep(noise, y, key=key))
       True
     """
     if init not in _INITS:

@@ -375,36 +375,28 @@ def pactran(
     with ``s₂ = s2_factor``. The bound is lower-is-better; **this function returns ``−B``, so
     higher is better.**
 
-    RER is minimised to convergence, deterministically: L-BFGS whose step sizes are chosen per
-    class by a Newton line search along the direction (``O(n c)`` per trial, no extra product
-    with the features), stopping when the root-mean-square change of the logits (less their
-    per-sample mean) has been at most ``tol`` for two steps. When plain steps make slow progress
-    (features far from isotropic), the rest of the run is preconditioned by the eigenvectors of
-    ``xᵀx/n`` (one ``d×d`` ``eigh``; under ``vmap`` it is computed for every member once any
-    member needs it, as ``vmap`` turns the branch into a select).
-
     Note:
       The reference (``google-research/pactran_metrics``, ``calculate_pac_gauss``) starts
       SciPy's L-BFGS-B from a random ``W`` and stops after 100 iterations or at
       ``ftol = gtol = 1e-6``, so its value moves with the seed and often falls short of the
-      optimum (by up to ~0.5 % of the score); this solves to convergence, the value the
-      reference approaches. The reference only accepts ``lda_factor`` of 10, 1 or 0.1 (with
-      ``s2_factor`` 1000/100, 100/10, 10/1); here both are free. ``T`` is summed, not averaged,
-      over samples, as in the reference. The reference centres the caller's array in place;
-      this function does not modify its input. A class with no sample (only with an explicit
-      ``num_classes``) still counts in ``c``; its bias tends to ``−∞``, so it is given
-      probability 0 (the limit), keeping the score finite.
+      optimum (by up to ~0.5 % of the score). Here RER is minimised to convergence,
+      deterministically (the value the reference approaches; solver: ``docs/numerics.md``). The
+      reference only accepts ``lda_factor`` 10, 1 or 0.1 (with ``s2_factor`` 1000/100, 100/10,
+      10/1); here both are free. ``T`` is summed over samples, as in the reference. A class
+      without samples (only with an explicit ``num_classes``) still counts in ``c`` and gets
+      probability 0 (the limit of its bias), keeping the score finite.
 
     Args:
-      features: ``[n, d]`` features.
+      features: ``[n, d]`` features (not modified; the reference centres them in place).
       labels: ``[n]`` integer labels ``0..c-1``.
-      lda_factor: ``ρ/n``, the prior precision scale (reference settings 10, 1, 0.1).
-      s2_factor: the prior variance factor ``s₂`` (reference default for ``lda_factor=1``: 100).
+      lda_factor: ``ρ/n``, the prior precision scale (default 1; reference settings 10, 1, 0.1).
+      s2_factor: the prior variance factor ``s₂`` (default 100, the reference's for
+        ``lda_factor=1``).
       num_classes: ``c``; required when ``labels`` are traced.
       width: true feature width ``d`` when ``features`` are zero-padded (may be traced).
-      tol: tolerance on the root-mean-square logit step; default ``1e-3`` in float32 and
-        ``1e-5`` in float64.
-      max_iter: cap on L-BFGS iterations (the value is then that of the last iterate).
+      tol: tolerance on the root-mean-square logit step (default ``1e-3`` in float32, ``1e-5``
+        in float64).
+      max_iter: L-BFGS iteration cap (default 1000; the value is then the last iterate's).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
 
@@ -412,11 +404,10 @@ def pactran(
       Scalar ``−B`` (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length,
-        outside ``0..c-1``, fewer than two classes, or an empty class; a non-positive
-        ``lda_factor``, ``s2_factor``, ``tol`` or ``max_iter``; ``width`` outside ``1..d``.
-      TypeError: non-numeric or boolean inputs; float labels (no regression form); a
-        non-integer ``max_iter``.
+      ValueError: malformed features or labels; a non-positive ``lda_factor``, ``s2_factor``,
+        ``tol`` or ``max_iter``.
+      TypeError: non-numeric or boolean inputs; float labels (no regression form); a non-integer
+        ``max_iter``.
 
     References:
       Ding, Chen, Levinboim, Goodman, Soricut. PACTran: PAC-Bayesian Metrics for Estimating
@@ -524,19 +515,18 @@ def pactran_dirichlet(
           - \sum_{i,z} q_{iz} \log\frac{q_{iz}}{s_{iz}}\Bigr]
 
     (``c`` the number of target classes). The bound is lower-is-better; **this function
-    returns ``−B``, so higher is better.** ``A`` is a per-class ``segment_sum``: nothing of size
-    ``n × c × z`` is formed.
+    returns ``−B``, so higher is better.**
 
     Note:
-      Matches ``calculate_pac_dir`` of ``google-research/pactran_metrics`` (which materialises
-      an ``[n, c, z]`` tensor): exactly ten passes, no convergence test, the ``10⁻¹⁰`` guards,
-      and the final formula mixing the last pass's ``A`` with the final ``q``. Model-Spider's
-      "PACTran" baseline is this value with ``α = 1``.
+      Matches ``calculate_pac_dir`` of ``google-research/pactran_metrics``: exactly ten passes,
+      no convergence test, the ``10⁻¹⁰`` guards, and the final formula mixing the last pass's
+      ``A`` with the final ``q``; ``A`` is a per-class sum, never the reference's ``[n, c, z]``
+      tensor. Model-Spider's "PACTran" baseline is this value with ``α = 1``.
 
     Args:
       source_probs: ``[n, z]`` source-model probabilities (rows on the simplex).
       labels: ``[n]`` integer target labels ``0..c-1``.
-      alpha: Dirichlet prior strength ``α > 0`` (reference: 1).
+      alpha: Dirichlet prior strength ``α > 0`` (default 1, the reference's).
       num_classes: ``c``; required when ``labels`` are traced.
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
@@ -545,10 +535,9 @@ def pactran_dirichlet(
       Scalar ``−B`` (compute dtype). Higher is better.
 
     Raises:
-      ValueError: ``source_probs`` not 2-D, NaN/inf, a negative entry, or a row not summing to
-        1 within 1e-3; labels of the wrong length, outside ``0..c-1``, fewer than two classes,
-        or an empty class; ``alpha <= 0``.
-      TypeError: non-numeric ``source_probs``; boolean or float labels.
+      ValueError: ``source_probs`` not 2-D, NaN/inf, negative or with a row not summing to 1
+        within 1e-3; malformed labels; ``alpha <= 0``.
+      TypeError: non-numeric ``source_probs``; float labels.
 
     References:
       Ding, Chen, Levinboim, Goodman, Soricut. PACTran: PAC-Bayesian Metrics for Estimating

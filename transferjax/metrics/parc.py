@@ -240,61 +240,35 @@ def parc(
     r"""PARC: rank agreement between the pairwise dissimilarities of features and of labels.
 
     Each feature column is standardised (``ddof = 0``), then every pair of samples ``i < j`` gets
-    the dissimilarity ``d_ij = 1 − corr(z_i, z_j)`` (Pearson correlation of the two *rows*, each
-    centred over its ``d`` features) and the label dissimilarity ``ℓ_ij`` (0 within a class, a
-    constant above 0 across classes). PARC is 100 × the Spearman correlation of the
-    ``M = n(n − 1)/2`` values of ``d`` against those of ``ℓ``. As ``ℓ`` takes two values, this is
-    a rank-sum statistic: with ``n₀``/``n₁`` the numbers of same-/different-class pairs and
-    ``AUC = P(d_diff > d_same) + ½ P(tie)``,
+    the dissimilarity ``d_ij = 1 − corr(z_i, z_j)`` (Pearson correlation of the two *rows*) and
+    the label dissimilarity ``ℓ_ij`` (0 within a class, a constant above 0 across classes). PARC
+    is 100 × the Spearman correlation of the ``M = n(n − 1)/2`` values of ``d`` and ``ℓ``. As
+    ``ℓ`` takes two values this is a rank-sum statistic: with ``n₀``/``n₁`` the numbers of
+    same-/different-class pairs and ``AUC = P(d_diff > d_same) + ½ P(tie)``,
 
     .. math::
         \mathrm{PARC} = 100\,\sqrt{n_0 n_1}\;\frac{\mathrm{AUC} - \tfrac12}{\sigma_r},
         \qquad \sigma_r^2 = \frac{M^2 - 1}{12} - \frac{\sum_t (t^3 - t)}{12 M}
 
     (``σ_r`` the standard deviation of the average ranks of ``d``, ``t`` the sizes of tie groups).
-    Range ``[−100, 100]``; higher is better. Its ceiling depends on the class balance
-    (``AUC = 1`` gives about ``100·√(3 n₀ n₁)/M``): compare models on one dataset, not datasets.
-
-    Computed without ranking or storing the ``M`` values: the samples are cut into tiles of at
-    most 1024 (:func:`transferjax.loops.fold_pair_tiles`); for each tile of the upper triangle the
-    correlations come from one product of row-normalised features (half an ``n×n`` Gram in all)
-    and are counted into a histogram per label side. The histogram key is the float32 bit
-    pattern of ``1 + d`` without its lowest mantissa bits (bins ``2^-20`` wide for ``d < 1`` in
-    float64, ``2^-17`` in float32, twice that above), so one prefix sum gives, for every
-    different-class pair, the same-class pairs below and above it, and the bin counts give the
-    tie correction. Memory: ``O(1024²)`` pair values and a histogram of 12.6 MB (float64) or
-    1.6 MB (float32), never ``n×n``.
-
-    Exactness: pairs that share a bin count as tied. Equal values are exact ties; for distinct
-    values this moves the score by a random-walk error that shrinks with ``n``: in float64 at
-    most ``7e-8`` relative on test data of 950 to 2000 samples; in float32 about ``1e-6``, the
-    size of float32's own rounding of the correlations. In float64 with ``n <= 1024`` the pairs
-    of every bin holding two or more
-    (when at most ``2^15``; else those of bins holding both kinds) are sorted by their exact
-    dissimilarity, which makes the rank sum and the tie correction exact; values within
-    ``16·√d·eps`` count as equal there, so that equal correlations reached through different
-    rounding tie as they do mathematically.
+    Range ``[−100, 100]``; higher is better. The ceiling depends on the class balance (``AUC = 1``
+    gives about ``100·√(3 n₀ n₁)/M``): compare models on one dataset, not datasets.
 
     Note:
-      Matches ``PARC`` of ``dbolya/parc`` with its class default ``n_dims=None`` (no reduction),
-      when its labels are the exact same/different-class dissimilarity. Called with 1-D labels,
-      the reference one-hots them and ``np.corrcoef`` rounding splits the label ties by class
-      index (a third rank group), shifting its value by up to ~10 %; that artefact is not
-      reproduced. ``dims=f`` first projects the features on their top ``min(f, n, d)`` principal
-      components (exact PCA, each component's largest-magnitude loading positive). The
-      reference's benchmarks use ``f = 32`` with scikit-learn's *randomized* PCA, which this
-      does not reproduce (the value is not rotation invariant; the two differ by up to tens of
-      percent). Where the reference returns NaN this returns a finite value: a row whose
-      standardised features are all equal (and every row when ``width = 1``) has correlation 0
-      with every other row; when all ``d`` are tied (``n = 2``, ``width = 1``) the score is 0.
-      Zero-padded features give the unpadded score: the row mean divides by ``width`` and the
-      padded entries are removed from each inner product by count. Pair counts are int32, so
-      ``n <= 65536``. No regression form.
+      Matches ``PARC`` of ``dbolya/parc`` with ``n_dims=None`` (no reduction) when its labels are
+      the exact same/different-class dissimilarity. Called with 1-D labels, the reference's
+      ``np.corrcoef`` rounding splits the label ties by class index, shifting its value by up to
+      ~10 %: not reproduced. ``dims=f`` uses an exact PCA (each component's largest-magnitude
+      loading positive); the reference's benchmarks use ``f = 32`` with scikit-learn's
+      *randomized* PCA, not reproduced (the two differ by up to tens of percent). Where the
+      reference returns NaN this is finite: a row whose standardised features are all equal has
+      correlation 0 with every other row; all ``d`` tied gives 0. Pairs are histogrammed, never
+      stored: exactness and memory in ``docs/numerics.md``.
 
     Args:
-      features: ``[n, d]`` features.
+      features: ``[n, d]`` features, ``n <= 65536``.
       labels: ``[n]`` integer labels ``0..c-1``.
-      dims: reduce to this many principal components first (``None``: no reduction).
+      dims: reduce to this many principal components first (default ``None``: no reduction).
       num_classes: ``c``; required when ``labels`` are traced.
       width: true feature width when ``features`` are zero-padded (may be traced).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
@@ -304,11 +278,8 @@ def parc(
       Scalar score in percent (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / n > 65536 / d = 0 / NaN or inf; labels of the wrong
-        length or shape, outside ``0..c-1``, fewer than two classes, or an empty class; ``dims``
-        below 1; ``width`` outside ``1..d``.
-      TypeError: non-numeric features; boolean or float labels (no regression form); ``dims``
-        not an int.
+      ValueError: malformed features or labels; ``n > 65536``; ``dims < 1``.
+      TypeError: non-numeric features; float labels (no regression form); ``dims`` not an int.
 
     References:
       Bolya, Mittapalli, Hoffman. Scalable Diverse Model Selection for Accessible Transfer
@@ -316,11 +287,9 @@ def parc(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
       >>> y = np.arange(60) % 3
-      >>> good = rng.normal(size=(60, 8)) + 3 * np.eye(3, 8)[y]
-      >>> bad = rng.normal(size=(60, 8))
-      >>> bool(tj.parc(good, y) > tj.parc(bad, y))
+      >>> noise = np.random.default_rng(0).normal(size=(60, 8))
+      >>> bool(tj.parc(noise + 3 * np.eye(3, 8)[y], y) > tj.parc(noise, y))
       True
     """
     dims = _check_dims(dims)

@@ -233,48 +233,34 @@ def ped(
     (the first failing step is discarded and the loop stops), for at most ``max_steps`` steps.
     The result is ``x + s ⊙ Σ_t δ^t_{y}``, in the original scale.
 
-    The dynamics run on the ``c`` centres (radii are fixed: translations keep within-class
-    scatter); the ``n`` samples are read twice (class moments) and moved once: ``O(n·d)`` plus
-    ``O(max_steps·c²·d)``. A ``lax.scan`` over ``max_steps`` with a done flag: jittable,
-    vmappable and reverse-differentiable.
-
     Note:
       Matches ``lixiaotong97/PED`` (``One_Step_PED`` and the loop of ``PED_Score``) with the
-      authors' CLI defaults (``Δt = 0.1``, exit ratio 0.5, ``ν = 0.6``, ``k = 1``,
-      ``eps = 1e-3``, at most 6 steps; the function default ``nsigma=2.0`` of ``PED_Score`` is not
-      what they ran). Differences: (1) the reference requires the "general" features of the same
-      model on ImageNet for ``m, s``; here ``reference_features`` is optional and defaults to the
-      target features. (2) Two classes with coincident centres give the reference NaN features;
-      here they exert no force on each other. (3) The reference re-standardises all rows each
-      step; here the centres are moved directly, equal up to rounding. Its first step
-      standardises float32 inputs in float32, which adds rounding noise (~1e-7 of the feature
-      scale) to its moved features: float64 scores differ from it by up to ~3e-7 relative on
-      the golden cases (computing that step in float64, as here, is the exact answer).
-      (4) Labels are validated as ``0..c-1`` (the reference silently mixes label values and
-      ``np.unique`` positions). (5) With ``num_classes`` given, empty classes exert and feel no
-      force. (6) The step length is capped by the overlap (``min(½kΔt²O, O)``) as in the
-      reference; with the defaults the cap never binds. Hyper-parameters other than
-      ``max_steps`` are traced (a new value does not recompile).
-      Padding: zero columns have ``std = 0 → s = eps`` and ``z = 0``; columns at or beyond
-      ``width`` are excluded from ``z`` and never move, so the padded result equals the unpadded
-      one with zero columns appended. A non-zero ``reference_features`` column beyond ``width`` is
-      ignored the same way.
+      authors' CLI defaults (the function default ``nsigma=2.0`` of ``PED_Score`` is not what
+      they ran). Differences: the reference standardises with the same model's ImageNet features
+      (here ``reference_features``, optional); coincident class centres give it NaN features
+      (here no force); it re-standardises every row each step (here the centres move directly,
+      equal up to rounding; ``docs/numerics.md``); labels are validated as ``0..c-1`` (it mixes
+      label values and ``np.unique`` positions); with ``num_classes`` given, empty classes exert
+      and feel no force. The step cap ``min(½kΔt²O, O)`` is the reference's and never binds at
+      the defaults. Columns at or beyond ``width`` never move. Hyper-parameters other than
+      ``max_steps`` are traced.
 
     Args:
       features: ``[n, d]`` target features.
-      labels: ``[n]`` integer class labels ``0..c-1`` (no regression form: float targets raise).
-      time_step: ``Δt`` (reference 0.1).
-      exit_ratio: a step is accepted while its change relative to the first step exceeds this.
-      nsigma: ``ν``, radius multiplier (used as ``|ν|``; the authors' CLI uses 0.6, with 0.3 the
-        other candidate).
-      constant: force constant ``k``.
-      eps: floor on the per-dimension reference standard deviation (``> 0``).
-      max_steps: step cap (static; reference 6).
-      reference_features: ``[m, d]`` features whose per-dimension mean/std standardise ``x``
-        (paper: the same model's ImageNet validation features); default the features themselves.
+      labels: ``[n]`` integer class labels ``0..c-1``.
+      time_step: ``Δt`` (default 0.1).
+      exit_ratio: a step is accepted while its change relative to the first exceeds this
+        (default 0.5).
+      nsigma: ``ν``, the radius multiplier, used as ``|ν|`` (default 0.6, the authors' CLI,
+        where 0.3 is the other candidate).
+      constant: force constant ``k`` (default 1).
+      eps: floor on the per-dimension standard deviation, ``> 0`` (default 1e-3).
+      max_steps: step cap (static; default 6).
+      reference_features: ``[m, d]`` features whose mean/std standardise ``x`` (paper: the same
+        model's ImageNet validation features); default the features themselves.
       return_info: return a :class:`PEDResult` (features, class displacements, accepted steps,
         the change of every step) instead of the features alone.
-      num_classes: required when ``labels`` are traced (inside the caller's jit/vmap).
+      num_classes: ``c``; required when ``labels`` are traced.
       width: true feature width when ``features`` are zero-padded (may be traced).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
@@ -283,11 +269,9 @@ def ped(
       ``[n, d]`` moved features (compute dtype), or a :class:`PEDResult`.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length,
-        outside 0..C-1, fewer than two classes, or an empty class; ``reference_features`` with a
-        different number of columns; ``eps <= 0``; non-finite hyper-parameters; ``width`` outside
-        ``1..d``.
-      TypeError: float (regression) targets, non-numeric inputs, ``max_steps`` not an int.
+      ValueError: malformed features or labels; ``reference_features`` of another width;
+        ``eps <= 0``; non-finite hyper-parameters.
+      TypeError: float (regression) targets; non-numeric inputs; ``max_steps`` not an int.
 
     References:
       Li, Hu, Ge, Shan, Duan. Exploring Model Transferability through the Lens of Potential
@@ -360,18 +344,18 @@ def ped_score(
 
     Note:
       The reference (``PED_Score``) wraps ``SFDA`` by default (the authors' CLI), also ``LOGME``
-      and ``NLEEP``; any registered features metric that supports classification works here, or
-      a callable ``(features, labels, *, num_classes, check_inputs) -> score``; it also receives
-      ``width=`` when ``width`` is given and ``**metric_options``. See :func:`ped` for the
+      and ``NLEEP``. Any registered features metric with a classification form works here, or a
+      callable ``(features, labels, *, num_classes, check_inputs) -> score``, which also receives
+      ``width=`` when ``width`` is given, and ``**metric_options``. See :func:`ped` for the
       dynamics and their differences from the reference.
 
     Args:
       features, labels: as :func:`ped` (classification only).
-      metric: registry name (default ``"sfda"``, the reference's default) or callable.
+      metric: registry name (default ``"sfda"``, the reference's) or callable.
       metric_options: extra keyword options for the wrapped metric.
       time_step, exit_ratio, nsigma, constant, eps, max_steps, reference_features: the dynamics,
-        as :func:`ped`.
-      num_classes: required when ``labels`` are traced (inside the caller's jit/vmap).
+        as :func:`ped` (same defaults).
+      num_classes: ``c``; required when ``labels`` are traced.
       width: true feature width when ``features`` are zero-padded (may be traced); passed on to
         the wrapped metric.
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.

@@ -190,27 +190,18 @@ def rankme(
     Between about 1 (one direction carries all the variance) and about ``m`` (a flat spectrum).
     Labels are not used. Higher is better. Invariant to the scale of the features.
 
-    Computed from the eigenvalues of the smaller Gram, ``F_cᵀF_c`` (``d×d``) or ``F_cF_cᵀ``
-    (``n×n``), never an SVD of ``F``.
-
     Note:
       Matches ``get_rankme`` of ``reptrix`` (BARL-SSL), which, unlike the paper's formula on the
-      singular values of the raw embeddings, uses the covariance eigenvalues (squared singular
-      values) of the column-centred features: anisotropic features score much lower than with
-      the paper's form. The ``10⁻⁷`` is added after normalising, so each of the ``m`` entries
-      counts, including zero eigenvalues (about ``1.6e-6`` each to the entropy); ``m`` uses the
-      true ``width`` for zero-padded features. Constant features (a zero spectrum, where the
-      reference divides by zero) give ``exp(m·10⁻⁷·ln 10⁷) ≈ 1``.
-
-      Streaming: **pure sufficient statistics** (``stats=``: the centred scatter of
-      :class:`~transferjax.FeatureStats`, ``m = min(2048, count, width)``; exact, no second
-      pass). That path decomposes the ``d×d`` scatter also when ``n < d``.
+      singular values of the raw embeddings, uses the covariance eigenvalues of the
+      column-centred features: anisotropic features score much lower than with the paper's form.
+      The ``10⁻⁷`` is added after normalising, so every one of the ``m`` entries counts, zero
+      eigenvalues included; ``m`` uses the true ``width``. Constant features (where the reference
+      divides by zero) give ``exp(m·10⁻⁷·ln 10⁷) ≈ 1``. Streams exactly from the centred scatter.
 
     Args:
-      features: ``[n, d]`` features (labels are not needed).
-      width: true feature width when ``features`` are zero-padded (hub scoring; may be traced).
-      stats: :class:`~transferjax.FeatureStats` in place of ``features`` (e.g. from
-        :func:`~transferjax.stream_stats`; labels, if any, are ignored).
+      features: ``[n, d]`` features.
+      width: true feature width when ``features`` are zero-padded (may be traced).
+      stats: :class:`~transferjax.FeatureStats` in place of ``features`` (labels ignored).
       check_inputs: run the eager checks (skipped automatically for traced values).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
 
@@ -218,8 +209,7 @@ def rankme(
       Scalar score (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; ``width`` outside ``1..d``;
-        both or neither of ``features`` and ``stats``.
+      ValueError: malformed features; both or neither of ``features`` and ``stats``.
       TypeError: non-numeric features; ``stats`` not a :class:`~transferjax.FeatureStats`.
 
     References:
@@ -228,8 +218,7 @@ def rankme(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
-      >>> flat = rng.normal(size=(500, 16))
+      >>> flat = np.random.default_rng(0).normal(size=(500, 16))
       >>> squashed = flat * np.logspace(0, -3, 16)
       >>> bool(tj.rankme(flat) > tj.rankme(squashed))
       True
@@ -259,26 +248,23 @@ def alpha_req_exponent(
 
     over ranks ``11..100`` by default (``fit_range=(10, 100)``, 0-based indices ``lo..hi−1``), so
     ``λ_r ∝ r^{−α}``. Larger ``α`` means a faster-decaying spectrum. Labels are not used; the value
-    is invariant to the scale of the features. This is not a score with a direction: see
-    :func:`alpha_req`.
+    is invariant to the scale of the features. Not a score with a direction: see :func:`alpha_req`.
 
     Note:
-      Matches ``get_alpha`` of ``reptrix`` (BARL-SSL) with its spectrum
-      (``explained_variance_ratio_`` of the column-centred features, at most 2048 values; the
-      fit only reads ranks up to ``hi``) and its weights ``1/r`` rounded to float32. The reference fails (``IndexError``)
-      when the spectrum has fewer than ``hi`` values: this raises a ``ValueError`` instead when
-      ``min(n, d) < hi`` is known (a traced ``width`` below ``hi`` gives ``NaN``). A zero
-      eigenvalue inside the fit range makes the reference's fit invalid (``log 0``); here
-      eigenvalues below ``eps·λ_1`` are raised to ``eps·λ_1`` (the Gram resolves nothing smaller),
-      so rank-deficient features give a finite, steep ``α``, and constant features ``α = 0``.
-
-      Streaming: **pure sufficient statistics** (``stats=``, the centred scatter; exact).
+      Matches ``get_alpha`` of ``reptrix`` (BARL-SSL): its spectrum (``explained_variance_ratio_``
+      of the column-centred features, at most 2048 values) and its weights ``1/r`` rounded to
+      float32. The reference fails (``IndexError``) when the spectrum has fewer than ``hi``
+      values: this raises a ``ValueError`` when ``min(n, d) < hi`` is known (a traced ``width``
+      below ``hi`` gives NaN). Eigenvalues below ``eps·λ_1`` are raised to ``eps·λ_1`` (where the
+      reference takes ``log 0``), so rank-deficient features give a finite, steep ``α`` and
+      constant features ``α = 0``. Streams exactly from the centred scatter.
 
     Args:
-      features: ``[n, d]`` features with ``min(n, d) >= hi`` (100 by default).
+      features: ``[n, d]`` features with ``min(n, d) >= hi``.
       width: true feature width when ``features`` are zero-padded (may be traced).
       stats: :class:`~transferjax.FeatureStats` in place of ``features``.
-      fit_range: ``(lo, hi)``, the 0-based eigenvalue indices ``lo..hi−1`` of the fit (static).
+      fit_range: ``(lo, hi)``, 0-based eigenvalue indices ``lo..hi−1`` of the fit (static;
+        default ``(10, 100)``).
       check_inputs: run the eager checks (skipped automatically for traced values).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
 
@@ -286,8 +272,8 @@ def alpha_req_exponent(
       Scalar ``α`` (compute dtype).
 
     Raises:
-      ValueError: ``min(n, d) < hi``; features not 2-D / n < 2 / d = 0 / NaN or inf; ``width``
-        outside ``1..d``; a malformed ``fit_range``; both or neither of ``features`` and ``stats``.
+      ValueError: ``min(n, d) < hi``; malformed features or ``fit_range``; both or neither of
+        ``features`` and ``stats``.
       TypeError: non-numeric features; ``stats`` not a :class:`~transferjax.FeatureStats`.
 
     References:
@@ -336,20 +322,16 @@ def alpha_req(
     with ``α`` the exponent of :func:`alpha_req_exponent` (``λ_r ∝ r^{−α}`` over ranks 11..100
     of the centred covariance spectrum). Higher is better; at most 0. Labels are not used.
 
-    ``α`` itself has no direction: the paper finds that representations generalise best when
-    their spectrum decays at a moderate rate, with good models near ``α ≈ 1`` (a spectrum that
-    decays too slowly is noisy and one that decays too fast has collapsed), so the registered
-    score is the negated distance to ``α₀ = 1``. The best ``α₀`` depends on the data and the
-    architecture; pass your own (it may be traced).
-
     Note:
-      ``α`` matches ``get_alpha`` of ``reptrix`` (see :func:`alpha_req_exponent` for its spectrum,
-      weights, the ``min(n, d) >= 100`` requirement and the rank-deficient case); the reference
-      returns the raw exponent only. Streaming: **pure sufficient statistics** (``stats=``).
+      ``α`` itself has no direction: the paper finds that representations generalise best when
+      their spectrum decays at a moderate rate, good models near ``α ≈ 1`` (too slow: noisy; too
+      fast: collapsed), so the registered score is the negated distance to ``α₀ = 1``. The best
+      ``α₀`` depends on the data and the architecture. ``α`` matches ``get_alpha`` of ``reptrix``
+      (see :func:`alpha_req_exponent`), which returns the raw exponent only.
 
     Args:
-      features: ``[n, d]`` features with ``min(n, d) >= 100`` (``>= hi`` of ``fit_range``).
-      alpha0: the target exponent ``α₀`` (default 1).
+      features: ``[n, d]`` features with ``min(n, d) >= hi`` (100 by default).
+      alpha0: the target exponent ``α₀`` (default 1; may be traced).
       width: true feature width when ``features`` are zero-padded (may be traced).
       stats: :class:`~transferjax.FeatureStats` in place of ``features``.
       fit_range: ``(lo, hi)`` 0-based eigenvalue indices of the fit (static; default ``(10, 100)``).
@@ -360,9 +342,8 @@ def alpha_req(
       Scalar score ``<= 0`` (compute dtype). Higher is better.
 
     Raises:
-      ValueError: ``min(n, d) < hi`` (the reference cannot fit either); features not 2-D /
-        n < 2 / d = 0 / NaN or inf; ``width`` outside ``1..d``; a malformed ``fit_range``; both
-        or neither of ``features`` and ``stats``.
+      ValueError: ``min(n, d) < hi``; malformed features or ``fit_range``; both or neither of
+        ``features`` and ``stats``.
       TypeError: non-numeric features; ``stats`` not a :class:`~transferjax.FeatureStats`.
 
     References:
@@ -371,8 +352,7 @@ def alpha_req(
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
-      >>> z = rng.normal(size=(400, 200))
+      >>> z = np.random.default_rng(0).normal(size=(400, 200))
       >>> near = z * np.arange(1, 201) ** -0.5   # α ≈ 1
       >>> steep = z * np.arange(1, 201) ** -2.0  # α ≈ 4
       >>> bool(tj.alpha_req(near) > tj.alpha_req(steep))

@@ -248,65 +248,35 @@ def transrate(
         \qquad
         \mathrm{TrR} = R(Z, \epsilon) - \sum_{c} w_c\, R(Z_c, \epsilon)
 
-    with ``w_c = 1/K`` over the ``K`` classes (the paper's appendix listing). Higher is better.
-
-    Every log-determinant is taken on the smaller side (``d×d`` or ``n_c×n_c``, by
-    ``det(I + AᵀA) = det(I + AAᵀ)``), never through an SVD per class: the class blocks are cut
-    from the label-sorted rows at a static block size ``m ≥ max n_c`` (zero rows add nothing) and
-    batched, so the ``K`` class terms cost about ``n·d·m`` in all. ``method="auto"`` uses a
-    Cholesky of ``I + ZᵀZ/(nε)`` where that is accurate and otherwise the singular values of
-    ``Z`` (see :func:`transferjax.linalg.logdet_eye_plus_gram`): in float32 the Gram
-    route loses the directions near ``nε`` once ``eps_f32·λ_max/(nε)`` approaches 1 (unscaled
-    pixel-like features: a Cholesky fails with NaN, an eigen-decomposition is off by several
-    percent), the SVD route does not.
+    with ``w_c = 1/K`` over the ``K`` classes present. Higher is better.
 
     Note:
-      The canonical form is the paper's appendix code (used by every benchmark repository):
-      ``1/(nε)`` inside the determinant (the theory has ``d/(nε²)``), ``ε = 1e-4``, global
-      centring only, uniform class weights. The official repository (``Long-Kai/TransRate``,
-      ``process_transrate_logs``) weights classes by ``n_c/n`` (``class_weight="size"``) and, for
-      its ``Z_centralized`` logs, L2-normalises the centred rows (``row_normalize=True``) and
-      divides every rate by ``rank(ZᵀZ/n)`` (``rank_normalize=True``; rank with NumPy's default
-      tolerance ``σ_max·d·eps`` in the compute dtype); its projected variant is not provided (it
-      cannot run as committed). The feature width does not enter the formula (zero-padded columns
-      add ``log 1 = 0``), except through the rank tolerance, where ``width`` is used. An empty
-      class (``num_classes`` larger than the classes present) is left out of the average (the
-      reference divides by ``n_c = 0``); a zero row under ``row_normalize`` stays zero (the
-      reference gives NaN). No regression form.
-
-      Streaming: **sufficient statistics with opt-in per-class scatters** (``stats=``). The
-      rates need ``ZᵀZ = S`` (the centred scatter) and, per class, ``Z_cᵀZ_c = W_c + n_c (μ_c −
-      μ)(μ_c − μ)ᵀ`` with ``W_c`` the class's centred scatter: a log-determinant does not split
-      over classes, so the pooled within-class scatter is not enough and the ``c·d²`` per-class
-      scatters are required (``tj.stream_stats(..., class_scatter=True)``; 200 MB at ``c=50,
-      d=1024``, 1.6 GB at ``c=100, d=2048`` in float32). Statistics without them (or
-      ``row_normalize=True``, which normalises each centred row) need ``second_pass=``: the
-      chunks once more, accumulating ``Z_cᵀZ_c`` of the rows centred at the statistics' mean
-      (same ``c·d²`` memory, during the call only). On both routes only Grams exist:
-      ``method="svd"`` means ``eigvalsh`` of the Gram (no more accurate than the Gram, unlike
-      the data path's SVD of the rows) and ``"auto"`` falls back to it from the Cholesky; in
-      float32 use x64 for unscaled features (``eps_f32·λ_max/(nε)`` near 1). ``rank_normalize``
-      counts the Gram's eigenvalues above ``λ_max·d·eps`` (the reference's rule; the float32
-      data path applies NumPy's rule to the rows instead).
+      The default is the paper's appendix code: ``1/(nε)`` inside the determinant (the theory has
+      ``d/(nε²)``), ``ε = 1e-4``, global centring only, uniform class weights. The official
+      repository (``Long-Kai/TransRate``) weights classes by ``n_c/n`` and, for its
+      ``Z_centralized`` logs, L2-normalises the centred rows (``normalize=True``) and divides by
+      ``rank(ZᵀZ/n)`` (``normalize_opt="rank"``): ``class_weight="size", row_normalize=True,
+      rank_normalize=True``; its projected variant (not runnable as committed) is not provided.
+      Deviations: an empty class is left out of the average (the reference divides by
+      ``n_c = 0``); a zero row under ``row_normalize`` stays zero (reference: NaN).
+      Log-determinant routes and float32 accuracy: ``docs/numerics.md``; what ``stats=`` needs:
+      ``docs/streaming.md``.
 
     Args:
       features: ``[n, d]`` features.
       labels: ``[n]`` integer labels ``0..c-1``.
       stats: classification :class:`~transferjax.FeatureStats` in place of ``features, labels``,
-        with ``class_scatter`` (``tj.stream_stats(..., class_scatter=True)``) or with
-        ``second_pass``.
-      second_pass: with ``stats`` lacking ``class_scatter``, or with ``row_normalize``: the same
-        ``(features [b, d], labels [b])`` chunks again (an iterable, read once, or a callable
-        returning one). Not read otherwise.
+        with ``class_scatter`` or with ``second_pass``.
+      second_pass: the ``(features, labels)`` chunks again (an iterable or a callable returning
+        one), for ``stats`` without ``class_scatter`` or with ``row_normalize``.
       chunk_size: rows per jitted update of the second pass (default: the first chunk's size).
-      eps: the distortion ``ε > 0`` (traced; the paper tunes it per target, 1e-5 … 5e-3).
-      class_weight: ``"uniform"`` (``1/K``, canonical) or ``"size"`` (``n_c/n``, official repo).
-      row_normalize: L2-normalise the centred rows (official repo's ``normalize=True``).
-      rank_normalize: divide the score by ``rank(ZᵀZ/n)`` (official repo's ``normalize_opt="rank"``).
-      method: log-determinant route, ``"auto"``, ``"cholesky"`` or ``"svd"``.
-      max_class_size: static block size ``m`` (at least the largest class). Derived from concrete
-        labels; with traced labels (inside the caller's ``jit``/``vmap``) pass it for speed, else
-        ``m = n`` is used (correct, but every class then costs a full ``n×d`` block).
+      eps: the distortion ``ε > 0`` (default 1e-4; traced; the paper tunes 1e-5 … 5e-3).
+      class_weight: ``"uniform"`` (default, ``1/K``) or ``"size"`` (``n_c/n``).
+      row_normalize: L2-normalise the centred rows first (default False).
+      rank_normalize: divide the score by ``rank(ZᵀZ/n)``, NumPy's tolerance (default False).
+      method: log-determinant route, ``"auto"`` (default), ``"cholesky"`` or ``"svd"``.
+      max_class_size: static class block size, at least the largest class (default: from
+        concrete labels; with traced labels ``n``, correct but slower).
       num_classes: ``c``; required when ``labels`` are traced.
       width: true width of zero-padded features (only the rank tolerance reads it).
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
@@ -316,32 +286,19 @@ def transrate(
       Scalar score (compute dtype). Higher is better.
 
     Raises:
-      ValueError: features not 2-D / n < 2 / d = 0 / NaN or inf; labels of the wrong length or
-        shape, outside ``0..c-1``, fewer than two classes, or an empty class; ``eps <= 0``;
-        ``max_class_size`` smaller than a class; an unknown ``class_weight`` or ``method``; both
-        or neither of ``features, labels`` and ``stats``; ``stats`` without ``class_scatter`` and
-        without ``second_pass`` (or ``row_normalize`` without ``second_pass``); a second pass
-        of another width or sample count.
-      TypeError: non-numeric features; boolean or float labels (no regression form); ``stats``
-        not classification statistics.
+      ValueError: malformed features or labels; ``eps <= 0``; ``max_class_size`` below the
+        largest class; an unknown ``class_weight`` or ``method``; both or neither of
+        ``features, labels`` and ``stats``; ``stats`` that need a ``second_pass`` without one.
+      TypeError: non-numeric features; float labels (no regression form).
 
     References:
       Huang, Huang, Rong, Yang, Wei. Frustratingly Easy Transferability Estimation. ICML 2022.
 
     Examples:
       >>> import numpy as np, transferjax as tj
-      >>> rng = np.random.default_rng(0)
       >>> y = np.arange(200) % 4
-      >>> good = rng.normal(size=(200, 8)) + 2 * np.eye(4, 8)[y]
-      >>> bad = rng.normal(size=(200, 8))
-      >>> bool(tj.transrate(good, y) > tj.transrate(bad, y))
-      True
-
-      Streamed, with the opt-in per-class scatters:
-
-      >>> chunks = [(good[i:i + 64], y[i:i + 64]) for i in range(0, 200, 64)]
-      >>> st = tj.stream_stats(chunks, num_classes=4, class_scatter=True)
-      >>> bool(np.isclose(tj.transrate(stats=st), tj.transrate(good, y), rtol=1e-4))
+      >>> noise = np.random.default_rng(0).normal(size=(200, 8))
+      >>> bool(tj.transrate(noise + 2 * np.eye(4, 8)[y], y) > tj.transrate(noise, y))
       True
     """
     name = "transrate"

@@ -154,46 +154,34 @@ def tta_bound(
           \; + \tau \, \frac{1}{K}\sum_{k<K} W_1\big(A x_s + b \mid \hat y_s = k,\;
             x_t \mid y_t = k\big)
 
-    with ``ŷ_s = argmax_j B_{j, y_s}``, ``K`` the number of distinct ``ŷ_s``, ``W_1`` the exact
+    with ``ŷ_s = argmax_j B_{j, y_s}``, ``K`` the number of distinct ``ŷ_s``, ``W_1`` the
     Wasserstein-1 distance with Euclidean ground cost between uniform empirical measures, and
     ``τ`` the largest norm of ``∇_x −log h_T(x)_y`` over the transformed source and the target
     points. The bound is **lower-is-better**; :func:`tta` returns its negation for rankings.
 
     Note:
-      Follows ``hammlab/TaskTransferAnalysis`` (``large_scale/ResNet18``), with the deviations:
-
-      * ``W_1`` is the cost of a rounded entropic plan (:func:`transferjax.ot.class_wasserstein1`,
-        ε-scaled down to ``settings.w1_eps_rel`` times the mean cost), not POT's exact
-        ``ot.emd``: a feasible plan, so an upper bound of the exact value, within ~1e-4 relative
-        at the default settings.
-      * ``τ``: with ``key=None`` (default) it is deterministic, the max over *every* target label
-        for every transformed-source and target point (an upper bound of the reference's value);
-        with a ``key`` it uses uniform random labels as the reference does (random source and
-        target labels plus the true target labels), but JAX's RNG, not NumPy's.
-      * The bound does not round ``W_1`` to 3 decimals (the reference's printed bound does).
-      * Kept quirks: ``K`` counts distinct hard labels but classes ``0..K−1`` are compared (labels
-        not contiguous from 0 skip classes); if a compared class has points on one side only,
-        ``wasserstein`` is ``1e10``; a class empty on both sides adds 0.
-      * Degenerate input: identical (e.g. constant) source and target points give ``W_1 = 0``;
-        ``Ā`` defaults to the pseudo-inverse ``A⁺``, so a singular ``A`` gives a finite bound.
-      * Everything is evaluated on the sets passed (the reference uses its test splits); ``π_S``
-        is the empirical prior of ``source_labels``. ``width`` is checked and otherwise unused:
-        ``d`` does not enter the math, and zero-padded features give the same bound when ``W``
-        has zero rows and the feature map is block-identical on the padded coordinates.
+      Follows ``hammlab/TaskTransferAnalysis`` (``large_scale/ResNet18``). Deviations: ``W_1`` is
+      the cost of a rounded entropic plan, an upper bound of the reference's exact EMD (within
+      ~1e-4 relative at the defaults; ``docs/tta.md``); with ``key=None`` ``τ`` is the max over
+      *every* target label (deterministic, an upper bound of the reference's random-label ``τ``;
+      with a ``key``, random labels as the reference, by JAX's RNG); ``W_1`` is not rounded to
+      3 decimals. Kept quirks: classes ``0..K−1`` are compared although ``K`` counts distinct
+      labels; a class with points on one side only gives ``W_1 = 1e10``, on neither side 0.
+      Everything is evaluated on the sets passed (the reference uses its test splits), ``π_S``
+      the empirical prior of ``source_labels``. ``d`` does not enter the math: ``width`` is only
+      checked (``docs/tta.md`` for padded features).
 
     Args:
-      source_features: ``[n_s, d]`` source features (same encoder as the target).
-      source_labels: ``[n_s]`` int labels ``0..z-1``; every class present.
-      target_features: ``[n_t, d]`` target features.
-      target_labels: ``[n_t]`` int labels ``0..c-1``; every class present.
+      source_features, target_features: ``[n_s, d]`` and ``[n_t, d]``, from one encoder.
+      source_labels, target_labels: int labels ``0..z-1`` and ``0..c-1``; every class present.
       head: ``(W [d, z], c [z])``; logits are ``x @ W + c``.
       prior: ``D [z]`` (default: the empirical source prior ``π_S``).
       label_map: ``B [c, z]``, column-stochastic (default: identity, needs ``c == z``).
       feature_map: ``(A [d, d], b [d])`` or ``(A, b, Ā)`` (default ``(I, 0)``; ``Ā = A⁺`` when
-        omitted).
-      key: PRNG key for the reference's random-label ``τ``; ``None`` for the deterministic one.
+        omitted, so a singular ``A`` gives a finite bound).
+      key: PRNG key for the reference's random-label ``τ`` (default ``None``: deterministic).
       num_target_classes: ``c`` when ``target_labels`` are traced and ``label_map`` is not given.
-      width: true feature width of zero-padded features (checked; see Note).
+      width: true feature width of zero-padded features (checked only).
       settings: :class:`TTASettings`; only its ``w1_*`` transport settings are read here.
       dtype: compute dtype; default float32, or float64 under ``jax_enable_x64``.
       check_inputs: run the eager checks (skipped automatically for traced values).
@@ -202,10 +190,10 @@ def tta_bound(
       :class:`TTABound` of scalars.
 
     Raises:
-      ValueError: different feature widths, a head of the wrong shape, a label map that is not
-        ``[c, z]`` column-stochastic, a prior that is not a distribution, an empty class, bad
-        labels or features, settings out of range.
-      TypeError: float labels (TTA has no regression form), a malformed ``head``/``feature_map``.
+      ValueError: malformed features or labels (an empty class included); different widths; a
+        head, label map (``[c, z]``, column-stochastic) or prior of the wrong form; settings out
+        of range.
+      TypeError: float labels (no regression form); a malformed ``head`` or ``feature_map``.
 
     References:
       A. Mehra, Y. Zhang, J. Hamm. Analysis of Task Transferability in Large Pre-trained
@@ -219,8 +207,7 @@ def tta_bound(
       >>> means = 3 * rng.normal(size=(3, 4))
       >>> xs = means[ys] + rng.normal(size=(60, 4))
       >>> xt = means[yt] + rng.normal(size=(45, 4))
-      >>> head = (means.T / 3, np.zeros(3))
-      >>> out = tj.tta_bound(xs, ys, xt, yt, head)
+      >>> out = tj.tta_bound(xs, ys, xt, yt, (means.T / 3, np.zeros(3)))
       >>> bool(out.bound >= out.weighted_source_loss)
       True
     """

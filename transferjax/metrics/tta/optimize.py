@@ -195,43 +195,35 @@ def tta_optimize(
         + \lambda_{label}\lVert y'_i - y_{t,j}\rVert^2\big) + \lambda_{PM}\lVert\pi_T - BD\rVert^2
         + \lambda_{IC}\big(\lVert A\bar A - I\rVert_F^2 + \lVert\bar A A - I\rVert_F^2\big)
 
-    with ``B = softmax(B̃, axis=0)``, ``D = softmax(D̃)``. The whole loop is one ``lax.scan`` (one
-    trace, fixed shapes); the bound is then evaluated as in :func:`tta_bound`. Every
-    hyper-parameter, with its default and where the default comes from, is a field of
-    :class:`TTASettings`: ``settings=TTASettings(...)``, and keyword ``overrides`` of single
-    fields on top (``steps=200`` is ``dataclasses.replace(settings, steps=200)``).
+    with ``B = softmax(B̃, axis=0)``, ``D = softmax(D̃)``; the bound is then evaluated as in
+    :func:`tta_bound`. Every hyper-parameter, its default and where the default comes from, is a
+    field of :class:`TTASettings`; keyword ``overrides`` replace single fields (``steps=200``).
 
     Note:
       Kept quirks of the reference (``large_scale/ResNet18``): ``D̃`` starts at ``π_S`` used as
       logits (``D₀ = softmax(π_S)``), ``B̃ ~ U[0, 1)``; the plan uses Euclidean costs while the
-      loss uses squared ones. Deviations: the plan is the ``λ_label → ∞`` limit of POT's exact
-      EMD (what λ = 1e6 gives unless the class-level problem has near-ties): class-pair masses
-      from a small ``[z, c]`` transport under the label cost, then an entropic point-level plan on
-      the feature cost inside those class pairs (rounded to the marginals; the iterations are in
-      ``plan_iterations``), so float32 keeps the feature costs resolved; ``lambda_label`` only
-      weighs the loss; the variable-size batch lives in a fixed buffer with zero-mass padding;
-      RNG streams are JAX's, so runs are not bitwise those of the reference. The bound is
-      evaluated on the sets passed (the reference evaluates on its test splits).
+      loss uses squared ones. Deviations: the plan is the ``λ_label → ∞`` limit of the
+      reference's exact EMD, solved in two levels (class pairs, then an entropic point-level
+      plan inside them; ``docs/tta.md``), so ``lambda_label`` only weighs the loss; RNG streams
+      are JAX's; the bound is evaluated on the sets passed (the reference uses its test splits).
 
     Warning:
-      The objective is a surrogate, not the bound, and the learned bound can end *above* the
-      bound at hand-made transforms (as the reference's can; seeds decide): ``τ`` is not in the
-      objective and grows as ``B`` sharpens and ``A`` contracts; the empirical squared-W2 term
-      in high dimension is lowered by shrinking ``A x + b`` towards the matched target class
-      means; and with ``λ_label = 1e6`` the class-level matching follows ``B`` and the class
-      masses, never the features, so the learned label map follows the random ``B̃₀``.
-      ``prior_init="empirical"`` and ``label_map_init`` are better-founded starts (not the
-      reference's); they do not remove the first two.
+      The objective is a surrogate, not the bound: the learned bound can end *above* the bound
+      at hand-made transforms (as the reference's can). ``τ`` is not in the objective and grows
+      as ``B`` sharpens and ``A`` contracts; the squared-W2 term is lowered by shrinking
+      ``A x + b`` towards the matched target class means; and with ``λ_label = 1e6`` the learned
+      label map follows the random ``B̃₀``, not the features. ``prior_init="empirical"`` and
+      ``label_map_init`` are better-founded starts (not the reference's).
 
     Args:
       source_features, source_labels, target_features, target_labels, head: as
         :func:`tta_bound`.
       key: PRNG key (``B̃`` init and batches).
-      settings: :class:`TTASettings` (default: the reference's ResNet18 constants).
-      tau_key: key for the random-label ``τ`` of the final bound (``None``: deterministic).
+      settings: :class:`TTASettings` (default ``TTASettings()``).
+      tau_key: key for the random-label ``τ`` of the final bound (default ``None``: deterministic).
       num_target_classes: ``c`` (default: from the labels).
       label_map_init: ``[c, z]`` column-stochastic map to start ``B`` from (``B̃₀ = log B₀``);
-        ``None`` (default): ``B̃₀ ~ U[0, 1)`` as the reference.
+        default ``None``: ``B̃₀ ~ U[0, 1)`` as the reference.
       dtype, check_inputs: as :func:`tta_bound`.
       **overrides: single :class:`TTASettings` fields replacing those of ``settings``.
 
