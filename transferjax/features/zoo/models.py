@@ -120,36 +120,21 @@ def _stage_end_taps(blocks) -> tuple[str, ...]:
     return tuple(f"blocks.{i - 1}" for i in starts) + ("features",)
 
 
-class MobileNetV2(nnx.Module):
-    """MobileNetV2 1.0 (Sandler et al., CVPR 2018) in the torchvision / Keras layout.
+class _InvertedResidualNet(nnx.Module):
+    """What MobileNetV2 and EfficientNet-Lite share: ``stem`` -> ``blocks`` (inverted residuals)
+    -> ``head`` (1x1 conv) -> global average pool (``features``) -> ``classifier``."""
 
-    ``padding="torch"`` matches torchvision (symmetric padding, BN eps 1e-5);
-    ``padding="same"`` with ``eps=1e-3`` matches ``keras.applications.MobileNetV2``.
-    ``features(x)``: ``[b, 1280]`` (global average pool of the last conv stage).
-    """
-
-    #: (expansion t, channels c, repeats n, first stride s), from the paper's Table 2.
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
-
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        *,
-        padding: str = "torch",
-        eps: float = 1e-5,
-        rngs: nnx.Rngs,
-    ):
-        kw = dict(padding=padding, eps=eps, rngs=rngs)
-        self.stem = ConvBN(3, 32, 3, stride=2, **kw)
-        blocks, cin = [], 32
-        for t, c, n, s in self.SETTINGS:
-            for i in range(n):
-                blocks.append(InvertedResidual(cin, c, stride=s if i == 0 else 1, expand=t, **kw))
-                cin = c
-        self.blocks = nnx.List(blocks)
-        self.head = ConvBN(cin, 1280, 1, **kw)
-        self.classifier = nnx.Linear(1280, num_classes, precision="highest", rngs=rngs)
+    def __init_subclass__(cls, **kwargs):
+        # nnx.capture (several taps in one pass) records only the methods in a class's own
+        # __dict__, not inherited ones: give each architecture its own reference to them.
+        super().__init_subclass__(**kwargs)
+        for name, method in _InvertedResidualNet.__dict__.items():
+            if (
+                callable(method)
+                and name not in cls.__dict__
+                and (name[0] != "_" or name == "__call__")
+            ):
+                setattr(cls, name, method)
 
     def feature_map(self, x: jax.Array) -> jax.Array:
         return self.last_stage(self.before_last_stage(x))
@@ -181,6 +166,38 @@ class MobileNetV2(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.classifier(self.features(x))
+
+
+class MobileNetV2(_InvertedResidualNet):
+    """MobileNetV2 1.0 (Sandler et al., CVPR 2018) in the torchvision / Keras layout.
+
+    ``padding="torch"`` matches torchvision (symmetric padding, BN eps 1e-5);
+    ``padding="same"`` with ``eps=1e-3`` matches ``keras.applications.MobileNetV2``.
+    ``features(x)``: ``[b, 1280]`` (global average pool of the last conv stage).
+    """
+
+    #: (expansion t, channels c, repeats n, first stride s), from the paper's Table 2.
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        padding: str = "torch",
+        eps: float = 1e-5,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(padding=padding, eps=eps, rngs=rngs)
+        self.stem = ConvBN(3, 32, 3, stride=2, **kw)
+        blocks, cin = [], 32
+        for t, c, n, s in self.SETTINGS:
+            for i in range(n):
+                blocks.append(InvertedResidual(cin, c, stride=s if i == 0 else 1, expand=t, **kw))
+                cin = c
+        self.blocks = nnx.List(blocks)
+        self.head = ConvBN(cin, 1280, 1, **kw)
+        self.classifier = nnx.Linear(1280, num_classes, precision="highest", rngs=rngs)
 
 
 def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -215,7 +232,7 @@ def efficientnet_lite_config(variant: int) -> list[tuple[int, int, int, int, int
     return blocks
 
 
-class EfficientNetLite(nnx.Module):
+class EfficientNetLite(_InvertedResidualNet):
     """EfficientNet-Lite{0,1,2} (TF Lite variant: ReLU6, no squeeze-excite, fixed stem/head).
 
     TensorFlow "SAME" padding and BN eps 1e-3 as in the original TF checkpoints.
@@ -235,37 +252,6 @@ class EfficientNetLite(nnx.Module):
         )
         self.head = ConvBN(cfg[-1][1], 1280, 1, **kw)
         self.classifier = nnx.Linear(1280, num_classes, precision="highest", rngs=rngs)
-
-    def feature_map(self, x: jax.Array) -> jax.Array:
-        return self.last_stage(self.before_last_stage(x))
-
-    @property
-    def last_stage_start(self) -> int:
-        """Index of the first block of the last stage (the last stride-2 block)."""
-        return max(i for i, b in enumerate(self.blocks) if b.depthwise.conv.strides == (2, 2))
-
-    def before_last_stage(self, x: jax.Array) -> jax.Array:
-        """Activations entering the last stage (frozen part when fine-tuning the last stage)."""
-        x = self.stem(x)
-        for block in self.blocks[: self.last_stage_start]:
-            x = block(x)
-        return x
-
-    def last_stage(self, h: jax.Array) -> jax.Array:
-        """The last stage (its blocks and the head conv): feature map before pooling."""
-        for block in self.blocks[self.last_stage_start :]:
-            h = block(h)
-        return self.head(h)
-
-    def features(self, x: jax.Array) -> jax.Array:
-        return _gap(self.feature_map(x))
-
-    def taps(self) -> tuple[str, ...]:
-        """Layer taps for layer-wise scoring: the end of each stage, then ``features``."""
-        return _stage_end_taps(self.blocks)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.classifier(self.features(x))
 
 
 class VGG16Trunk(nnx.Module):
