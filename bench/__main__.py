@@ -13,12 +13,13 @@ COMMANDS = {  # name: (module, one line)
     "distributed": (".distributed", "streamed LogME statistics, 1 vs 2 processes"),
     "tta": (".bench_tta", "TTA: fixed-transform bound and tta_optimize steps"),
     "realhub": (".realhub.run", "rank 6 real checkpoints vs transfer accuracies"),
+    "realhub-layers": (".realhub.layers", "every layer of the 6 checkpoints: which model, which layer"),
     "example-hub": (".example_hub", "regenerate transferjax/data's example hub"),
 }
 
 
 def main(argv=None) -> int:
-    listing = "\n".join(f"  {name:<12} {line}" for name, (_, line) in COMMANDS.items())
+    listing = "\n".join(f"  {name:<15} {line}" for name, (_, line) in COMMANDS.items())
     ap = argparse.ArgumentParser(
         prog="python -m bench",
         description="transferjax benchmarks (run from the repository root).",

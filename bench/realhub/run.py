@@ -36,6 +36,7 @@ from .targets import (
     cache_root,
     features_for,
     load_source,
+    pools_for,
     split_target,
 )
 from .truths import FULL_TABLE, PROTOCOL, finetune_last_stage, full_table, full_truth, linear_probe
@@ -126,11 +127,7 @@ def main(argv=None):
     splits = {t.name: split_target(t, sources[t.source]) for t in targets}
 
     # one pool of images per source split (the union of its targets' indices), extracted once
-    pools: dict = {}
-    for t in targets:
-        for split, idx, _ in splits[t.name].values():
-            pools.setdefault((t.source, split), []).append(idx)
-    pools = {k: np.unique(np.concatenate(v)) for k, v in pools.items()}
+    pools = pools_for(targets, splits)
     print("pools: " + ", ".join(f"{s}/{p} {v.size}" for (s, p), v in pools.items()),
           file=sys.stderr)  # fmt: skip
     feats: dict = {t.name: {} for t in targets}

@@ -130,3 +130,31 @@ def features_for(model_name, model, source, split, images, idx, *, batch_size, q
                                     batch_size=batch_size, progress=progress)  # fmt: skip
         np.savez(pre_path, pre=out["pre"])
     return out
+
+
+def pools_for(targets, splits) -> dict:
+    """``{(source, split): sorted indices}``: the union of every target's images per source split
+    (each image is extracted once per model)."""
+    pools: dict = {}
+    for t in targets:
+        for split, idx, _ in splits[t.name].values():
+            pools.setdefault((t.source, split), []).append(idx)
+    return {k: np.unique(np.concatenate(v)) for k, v in pools.items()}
+
+
+def taps_for(model_name, model, source, split, images, idx, *, batch_size, quiet):
+    """``{tap: [n, d_tap]}`` for every tap of ``model.taps()`` from one forward pass, cached."""
+    taps = tuple(model.taps())
+    path = cache_root() / f"taps_{model_name}_{source}_{split}_{cache_key(idx, SIZE, taps)}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return {t: f[t] for t in taps}
+    e = zoo.ZOO[model_name]
+    x = data.to_model_input(images[idx], size=SIZE, normalization=e.normalization,
+                            max_value=16 if source == "digits" else 255)  # fmt: skip
+    out = extract_module(model, x, layers=list(taps), batch_size=batch_size, progress=not quiet)
+    out = {t: np.asarray(out[t]) for t in taps}
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return out
