@@ -283,10 +283,10 @@ def _cholesky_ok(x, y, s=1e-10):
 
 
 def test_vmapped_fallback_is_ordered_after_the_cholesky():
-    """Under vmap the Cholesky path and its eigh fallback are both computed. linalg.after makes
-    the eigh's input depend on the Cholesky's output: two batched LAPACK calls side by side hung
+    """Under vmap the Cholesky path and its SVD fallback are both computed. linalg.after makes
+    the SVD's input depend on the Cholesky's output: two batched LAPACK calls side by side hung
     XLA:CPU's 2-thread pool (score_hub over six 2000×1280 models, jax 0.10.2). The compiled HLO
-    lists instructions in dependency order; without the dependency it put each eigh first."""
+    lists instructions in dependency order; without the dependency it put each fallback first."""
     import re
 
     from transferjax.linalg import after
@@ -295,9 +295,9 @@ def test_vmapped_fallback_is_ordered_after_the_cholesky():
     _, y = _data()
     fn = jax.jit(jax.vmap(lambda a: tj.sfda(a, y, num_classes=4, check_inputs=False)))
     text = fn.lower(fs).compile().as_text()
-    calls = re.findall(r'custom_call_target="lapack_(spotrf|dpotrf|ssyevd|dsyevd)_ffi"', text)
+    calls = re.findall(r'custom_call_target="lapack_(spotrf|dpotrf|sgesdd|dgesdd)_ffi"', text)
     assert calls and calls[0] in ("spotrf", "dpotrf")
-    assert all(a[1:] == "potrf" for a in calls[::2]) and all(b[1:] == "syevd" for b in calls[1::2])
+    assert all(a[1:] == "potrf" for a in calls[::2]) and all(b[1:] == "gesdd" for b in calls[1::2])
     x = jnp.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(jax.jit(jax.vmap(lambda r: after(r, r.sum())))(x), x)
     np.testing.assert_array_equal(after(x, jnp.array([jnp.nan])), x)  # a failed dep: still x
@@ -323,8 +323,34 @@ def test_cholesky_path_equals_eigen_path(precision):
     )
 
 
-def test_near_singular_scatter_falls_back_to_eigh():
-    """A duplicated column makes S_w singular (not decoupled): the eigen path must be taken, and
+def _relu_digits(seed, n=360, c=6, pixels=48, width=96):
+    """Digit-like features: 0..16 pixel images (blank border pixels) of overlapping classes
+    through a random ReLU layer (some units dead), plus rescaled copies of three units and two
+    constant columns."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % c
+    protos = rng.integers(0, 17, size=(1, pixels)) + rng.integers(-3, 4, size=(c, pixels))
+    pix = np.clip(protos[y] + rng.integers(-8, 9, size=(n, pixels)), 0, 16) / 16.0
+    pix[:, :3] = 0.0
+    w = rng.normal(size=(pixels, width)) * 3.0 / np.sqrt(pixels)
+    h = np.maximum(pix @ w + rng.normal(size=width), 0.0)
+    f = np.c_[h, h[:, :3] * rng.uniform(0.5, 2.0, 3), np.full((n, 2), 1.5)]
+    return f.astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_ill_conditioned_relu_features(seed, precision):
+    """Near-collinear, constant and dead columns, s ≈ 1e-7 and 1e-9: the classifier weighs
+    directions of S_w far below float32's eps·λ_max, which a float32 Gram cannot resolve (its
+    eigen-decomposition was 0.32 and 0.44 off here); the SVD of the class-centred features
+    resolves them."""
+    f, y = _relu_digits(seed)
+    got = tj.sfda(f, y)
+    np.testing.assert_allclose(float(got), _sfda_direct(f, y), rtol=rtol(GOLDEN_RTOL, got.dtype))
+
+
+def test_near_singular_scatter_falls_back():
+    """A duplicated column makes S_w singular (not decoupled): the SVD path must be taken, and
     the score stays that of the features without the duplicate."""
     x, y = _data(n=300, d=12, c=4, seed=4)
     dup = np.concatenate([x, x[:, :1]], axis=1)

@@ -67,8 +67,9 @@ def _fit_cholesky(counts, means, n, trace, sw, width, shrinkage):
     after shifted centring) are decoupled and contribute nothing to the logits, so their diagonal
     is replaced by the scatter's scale before factorising: the rest must be well conditioned,
     ``λ_min(A) ≥ 10³·eps·‖A‖_F`` (estimated by :func:`_min_eig_estimate`), a regime where the
-    solve is as accurate as the eigen-decomposition; otherwise (near-null within-class directions,
-    whose noise the ``1/ε`` part would amplify) the caller falls back to :func:`_fit`.
+    Gram's rounding (``~eps·‖A‖``) moves the solve little; otherwise (near-null within-class
+    directions, whose noise the ``1/ε`` part would amplify, or small ones that the rounding
+    buries) the caller falls back to :func:`_fit`.
     """
     dtype = means.dtype
     d = sw.shape[0]
@@ -88,40 +89,64 @@ def _fit_cholesky(counts, means, n, trace, sw, width, shrinkage):
     return _FDA(coef, half_sq, log_prior, dist, eps), ok
 
 
-def _fit_scatter(counts, means, n, trace, sw, width, shrinkage, null_tol) -> _FDA:
-    """The classifier from the ``d×d`` scatter: Cholesky when safe (see :func:`_fit_cholesky`),
-    else the eigen-decomposition with exact null-space handling (:func:`_fit`). The same math;
-    the Cholesky path costs ``d³/3`` flops instead of an ``eigh``'s ``~9d³``.
+def _fit_scatter(counts, means, n, trace, sw, width, shrinkage, null_tol, z=None, scale=None):
+    """The classifier from the ``d×d`` scatter ``S_w``: one Cholesky solve when that is safe
+    (see :func:`_fit_cholesky`), else exact null-space handling (:func:`_fit`) on ``S_w``'s
+    eigenpairs. Those come from the SVD of the class-centred features ``z`` when given (see
+    :func:`_within_basis`): a float32 ``S_w`` carries rounding of ``~eps·λ_max``, which buries
+    the directions with ``λ ≲ 1e-6·λ_max`` that an ill-conditioned ``A`` weighs most, while the
+    singular values of ``z`` resolve ``λ`` down to ``~eps²·λ_max``. Without ``z`` (statistics
+    only): ``eigh(S_w)``. The same math; the Cholesky costs ``d³/3`` flops, the fallback an
+    ``n×d`` QR and a ``d×d`` SVD (a few times an ``eigh``).
     """
     fast, ok = _fit_cholesky(counts, means, n, trace, sw, width, shrinkage)
 
     def slow(_):
-        lam, v = eigh_psd(after(sw, fast))  # never beside the Cholesky (see linalg.after)
+        # never beside the Cholesky (see linalg.after)
+        if z is None:
+            lam, v = eigh_psd(after(sw, fast))
+        else:
+            lam, v = _within_basis(after(z, fast), scale, 4.0 * float(jnp.finfo(z.dtype).eps))
         return _fit(counts, means, n, trace, lam, v, width, shrinkage, null_tol)
 
     return jax.lax.cond(ok, lambda _: fast, slow, None)
 
 
-def _within_basis(z: Array, num_classes: int, scale: Array | None = None):
-    """Eigenpairs of ``S_w = ZᵀZ/n`` as ``(λ [k], V [d, k])`` when ``n − c < d``.
+def _within_basis(z: Array, scale: Array, floor: float | None = None):
+    """Eigenpairs of ``S_w = ZᵀZ/n`` as ``(λ [k], V [d, k])``, ``k = min(n, d)``, from the thin
+    SVD of the class-centred features ``Z`` (no Gram: that would square the condition number).
 
-    The ``c`` structural zeros (rows of ``Z`` sum to zero in each class) of this rank-deficient
-    scatter must be told apart from small genuine directions, which a float32 Gram cannot do (it
-    squares the condition number), so: the thin SVD of the class-centred ``Z`` itself
-    (``O(n² d)``, cheap when ``n`` is small); singular values below ``4·√max(n, d)·eps·σ_max``
-    are rounding noise and set to 0; so are those below the same fraction of ``scale`` (the norm
-    of the features ``Z`` was computed from), which catches a ``Z`` that is zero up to rounding
-    (every class a single sample). (``n − c ≥ d``: the ``d×d`` scatter, see
-    :func:`_fit_scatter`.)
+    Singular values below ``floor·max(σ_max, scale)`` (``scale``: the norm of the features ``Z``
+    was computed from, which catches a ``Z`` that is zero up to rounding) are rounding noise and
+    set to 0. When ``n − c < d`` the ``c`` structural zeros (rows of ``Z`` sum to zero in each
+    class) are among them and must be told apart from small genuine directions: the default
+    ``floor`` is ``4·√max(n, d)·eps``. When ``n − c ≥ d`` there are none, and the caller passes
+    ``4·eps``, the rounding level of ``Z`` (see :func:`_residuals`).
     """
     n, d = z.shape
-    _, sv, vt = jnp.linalg.svd(z, full_matrices=False)
-    floor = 4.0 * math.sqrt(max(n, d)) * float(jnp.finfo(z.dtype).eps)
-    top = sv[0] if scale is None else jnp.maximum(sv[0], scale)
-    keep = sv > floor * top
+    # Tall Z: its d×d triangular factor has the same singular values and right vectors, and
+    # skips the n×d left vectors (about half the SVD's time).
+    r = jnp.linalg.qr(z, mode="r") if n > d else z
+    _, sv, vt = jnp.linalg.svd(r, full_matrices=False)
+    if floor is None:
+        floor = 4.0 * math.sqrt(max(n, d)) * float(jnp.finfo(z.dtype).eps)
+    keep = sv > floor * jnp.maximum(sv[0], scale)
     # S_w = 0 (every class a single sample): no direction is kept, and the singular vectors of a
     # zero matrix (arbitrary, possibly NaN) must not leak into the products.
     return jnp.where(keep, sv * sv / n, 0.0), jnp.where(keep[None, :], vt.T, 0.0)
+
+
+def _residuals(x: Array, labels: Array, num_classes: int):
+    """Class counts, means and residuals ``Z = X − M[y]``, centred twice.
+
+    A float32 class mean is off by about ``eps·√n_c·|μ_c|`` (summation), an error shared by
+    every row of the class that would stand in ``Z`` as a spurious direction of that size; the
+    second pass takes the class means of ``Z`` (small, so accurate) out again, leaving ``Z`` at
+    the rounding level of its entries.
+    """
+    counts, means, z = class_residuals(x, labels, num_classes)
+    _, shift, z = class_residuals(z, labels, num_classes)
+    return counts, means + shift, z
 
 
 def _null_tol(x: Array) -> float:
@@ -203,7 +228,7 @@ def _posteriors(x, labels, width, shrinkage, *, num_classes, adaptive):
     """
     n = x.shape[0]
     dtype = x.dtype
-    counts, means, z = class_residuals(x, labels, num_classes)
+    counts, means, z = _residuals(x, labels, num_classes)
     present = counts > 0
     trace = jnp.sum(z * z) / n
     if adaptive:
@@ -216,10 +241,12 @@ def _posteriors(x, labels, width, shrinkage, *, num_classes, adaptive):
         start = jnp.sum(z * jnp.sum(z, axis=1)[:, None], axis=0) / n  # S_w · 1
         shrinkage = _adaptive_shrinkage(sw_matvec, start)
     shrinkage = jnp.asarray(shrinkage, dtype)
+    norm = jnp.sqrt(jnp.sum(x * x))
     if n - num_classes >= x.shape[1]:
-        fda = _fit_scatter(counts, means, n, trace, gram(z) / n, width, shrinkage, _null_tol(x))
+        fda = _fit_scatter(counts, means, n, trace, gram(z) / n, width, shrinkage, _null_tol(x),
+                           z, norm)
     else:
-        lam, v = _within_basis(z, num_classes, jnp.sqrt(jnp.sum(x * x)))
+        lam, v = _within_basis(z, norm)
         fda = _fit(counts, means, n, trace, lam, v, width, shrinkage, _null_tol(x))
     return jax.nn.softmax(_logits(fda, x, labels), axis=1), means, shrinkage, present
 
@@ -350,63 +377,43 @@ def sfda(
 ) -> Array:
     r"""SFDA: mean true-class probability of a regularised FDA classifier after self-challenge.
 
-    Stage 1 fits a shrunk Fisher discriminant: with within-class scatter
-    ``S_w = Σ_c π_c Σ_c`` (biased class covariances, empirical priors ``π_c``) and class means
-    ``μ_c``, the regularised scatter and the classifier's posteriors are
+    Stage 1 fits a shrunk Fisher discriminant with within-class scatter ``S_w = Σ_c π_c Σ_c``
+    (biased class covariances, empirical priors ``π_c``) and class means ``μ_c``:
 
     .. math::
         A = (1-s)\,S_w + s\,\tfrac{\operatorname{tr} S_w}{d}\,I, \qquad
         p(c \mid x) = \operatorname{softmax}_c\bigl(x^\top A^{-1}\mu_c
           - \tfrac12 \mu_c^\top A^{-1}\mu_c + \log\pi_c\bigr),
 
-    with ``s = max(exp(−5 λ̂), 1e-10)`` and ``λ̂`` the top eigenvalue of ``S_w`` estimated by three
-    rounds of the power method started from ``S_w·1``. ConfMix then softens ``p̃ = softmax(p)``
-    and moves every sample towards the mean of the other classes,
-    ``x̃_i = a_i x_i + (1 − a_i) μ̄_{−y_i}`` with ``a_i = p̃(y_i | x_i)`` and ``μ̄_{−c}`` the
-    unweighted mean of the other classes' means. Stage 2 refits the classifier on ``x̃`` with the
-    same ``s`` and the score is
+    with ``s = max(exp(−5 λ̂), 1e-10)`` and ``λ̂`` the top eigenvalue of ``S_w`` from three rounds
+    of the power method started at ``S_w·1``. ConfMix softens ``p̃ = softmax(p)`` and moves each
+    sample towards the unweighted mean ``μ̄_{−y_i}`` of the other classes' means,
+    ``x̃_i = a_i x_i + (1 − a_i) μ̄_{−y_i}`` with ``a_i = p̃(y_i | x_i)``; stage 2 refits on ``x̃``
+    with the same ``s``, and
 
     .. math::
         \mathrm{SFDA} = \frac1n\sum_i p_2(y_i \mid \tilde x_i) \in (0, 1].
 
-    Higher is better. The Fisher eigenvectors of the reference cancel out of the classifier
-    (``V Vᵀ = A⁻¹``), so each stage needs only ``A⁻¹ M``: when ``n − c ≥ d``, one Cholesky
-    solve of the ``d×d`` matrix ``A`` if it is well conditioned (``λ_min(A) ≥ 10³·eps·‖A‖_F``
-    once exactly-zero columns such as padding and dead units are set aside; estimated by inverse
-    iteration), else ``S_w``'s eigen-decomposition with the null space handled exactly (below);
-    when ``n − c < d``, the SVD of the class-centred features. Both routes are the same math;
-    Cholesky costs ``d³/3`` flops against ``eigh``'s ``~9d³``.
+    Higher is better. The reference's Fisher eigenvectors cancel (``V Vᵀ = A⁻¹``), so a stage
+    needs only ``A⁻¹ M``: one Cholesky solve when ``A`` is well conditioned, else the SVD of the
+    class-centred features, which float32 resolves where a tiny ``s`` and a nearly singular
+    ``S_w`` make ``A`` ill conditioned; on the null space of ``S_w``, where ``A = εI``
+    (``ε = s·tr S_w/d``), the logits come from class-mean distances over ``ε`` exactly.
 
     Note:
-      Matches ``TencentARC/SFDA`` ``SFDA_Score`` (float64 golden parity to 1e-6 under x64),
-      including the adaptive shrinkage, the second stage reusing the first stage's ``s``, and the
-      softmax applied to probabilities. Differences: the caller's array is not modified in place;
-      the 1/ε part of the classifier on the null space of ``S_w`` is evaluated exactly from class
-      means (for ``n < d``, as in the reference at ``s = 1e-10``, a direct solve in float32 gives
-      0.115 where the reference gives 1.0; this formulation gives 1.0 in both precisions), and
-      null-space distances between class means below ``(4·√max(n, d)·eps)²·max‖μ_c‖²`` count as
-      zero (rounding noise). In float32, directions of ``S_w`` with eigenvalues below ~1e-6 of the
-      largest that are not exactly null are resolved only to float32 accuracy; use x64 when ``s``
-      is at its floor and the spectrum of ``S_w`` spans more than ~6 decades. Where the reference divides by zero
-      (``S_w = 0``, or a power iterate that vanishes, e.g. ``S_w·1 = 0``): a vanishing iterate gives
-      ``λ̂ = 0`` (so ``s = 1``, nearest-mean classification), and ``S_w = 0`` classifies by
-      exact class-mean equality (distinct means: probability 1; identical means: shared by prior).
-      Classes with no sample (allowed only with an explicit ``num_classes``) are ignored, as
-      the reference's label re-encoding would. Not rotation invariant (the power method's start
-      vector ``S_w·1`` is not), but invariant to sample order, class relabelling, feature-column
-      order and translation.
+      Matches ``TencentARC/SFDA`` ``SFDA_Score``, quirks included: ``s`` depends on the feature
+      scale, stage 2 reuses stage 1's ``s``, and ConfMix takes a softmax of probabilities.
+      Differences: the caller's array is not modified in place; null-space distances below
+      ``(4·√max(n, d)·eps)²·max‖μ_c‖²`` count as zero (rounding); where the reference divides by
+      zero, a vanishing power iterate gives ``s = 1`` and ``S_w = 0`` classifies by class-mean
+      equality (distinct: probability 1; identical: shared by prior); classes with no sample
+      (explicit ``num_classes``) are ignored. Invariant to sample order, class relabelling,
+      column order and translation, not to rotation (the power start ``S_w·1``).
 
-      Streaming: **statistics plus a second per-sample pass** (read twice). The stage-1
-      classifier (within-class scatter, shrinkage, class means, priors) comes from ``stats``;
-      ConfMix and the posteriors are per sample, so ``second_pass`` streams the
-      ``(features, labels)`` chunks once to accumulate the statistics of the mixed features
-      (stage-2 classifier) and once more to average ``p₂(y_i | x̃_i)``, each chunk in one jitted
-      update. On this path ``S_w`` is always the ``d×d`` within-class scatter decomposed by
-      ``eigh`` (merged class by class from class-centred chunks, so it does not suffer from
-      ``S − B`` cancellation), also when ``n − c < d``, where the data path takes an SVD of the
-      class-centred features: in float32 the structural null directions of a rank-deficient
-      ``S_w`` are then resolved only to Gram accuracy (``~eps·λ_max``) and the score can differ
-      from the one-shot value; use x64 there.
+      Streaming: ``stats`` give the stage-1 classifier; ConfMix and the posteriors are per
+      sample, so ``second_pass`` is read twice (statistics of the mixed features, then the mean
+      posterior). That path decomposes the ``d×d`` within-class scatter (``eigh``), which float32
+      resolves only to ``~eps·λ_max``: use x64 when ``s`` is tiny and ``S_w`` ill conditioned.
 
     Args:
       features: ``[n, d]`` features.
