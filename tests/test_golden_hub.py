@@ -6,16 +6,13 @@ padding contract on real data (one compile per bucket instead of one per model).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
-import transferjax as tj
 from transferjax.registry import METRICS
 
 from . import _golden
-from ._tol import GOLDEN_RTOL, rtol
+from ._tol import GOLDEN_RTOL
 
 # metric -> (golden file, rtol table, atol); default: "<metric>.json", GOLDEN_RTOL, 0.
 FILES = {"shrinkage_hscore": "hscore_reg.json"}
@@ -44,15 +41,5 @@ def _hub_metrics():
 @pytest.mark.parametrize("metric", _hub_metrics())
 def test_golden_hub_through_score_hub(metric, precision):
     expected = _golden.load_json(FILES.get(metric, f"{metric}.json"))["cases"]["hub"]
-    data = np.load(_golden.GOLDEN_DIR / "inputs" / "hub.npz")
-    models = [m for m in expected if expected[m] is not None]
-    info = METRICS[metric]
-    labels = data["labels"] if info.uses_labels else None
-    scores = tj.score_hub(metric, {m: data[m] for m in models}, labels, max_buckets=2)
     table, atol = TOLERANCE.get(metric, (GOLDEN_RTOL, 0.0))
-    dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    for m in models:
-        assert scores[m].dtype == dt
-        np.testing.assert_allclose(
-            float(scores[m]), expected[m], rtol=rtol(table, dt), atol=atol, err_msg=m
-        )
+    _golden.check_hub(metric, expected, table=table, atol=atol)

@@ -7,23 +7,14 @@ from hypothesis import strategies as st
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, PAD_RTOL, rtol
+from tests._tol import GOLDEN_RTOL, PAD_RTOL
 from transferjax.metrics import disco as disco_mod
 
 _VARIANTS = {"ncc_prob": {"ncc": "prob"}, "n_groups_1": {"n_groups": 1}, "no_center": {"center": False}}
-
-
-def _variant_cases(name):
-    """``(variant, case, None, expected)`` for every non-hub case of every variant of ``name``."""
-    if not _golden.available():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=_golden.MISSING))]
-    out = []
-    for var, values in _golden.load_json(name).get("variants", {}).items():
-        for case, v in values.items():
-            if isinstance(v, dict):
-                continue  # hub members: same code paths as their default cases; compile time
-            out.append(pytest.param((var, case, None, v), id=f"{var}-{case}"))
-    return out
+# hub members of the variants: same code paths as their default cases (compile time)
+_VARIANT_CASES = _golden.variant_cases("disco.json", include_hub=False) + _golden.variant_cases(
+    "disco_reg.json", include_hub=False
+)
 
 
 def _data(n=90, d=8, c=3, seed=0, sep=1.5):
@@ -61,33 +52,27 @@ def _oracle(f, y, n_groups=10, center=True):
 
 @pytest.mark.parametrize("case", _golden.cases("disco.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_classification(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.disco(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.disco, case)
+
+
+def _float_targets(f, y, _):
+    assert y.dtype.kind == "f"
+    return f, y
 
 
 @pytest.mark.parametrize("case", _golden.cases("disco_reg.json"))
 def test_golden_regression(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    assert y.dtype.kind == "f"
-    got = tj.disco(f, y)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.disco, case, inputs=_float_targets)
 
 
-@pytest.mark.parametrize("entry", _variant_cases("disco.json") + _variant_cases("disco_reg.json"))
-def test_golden_variants(entry, precision):
+@pytest.mark.parametrize("entry", _VARIANT_CASES)
+def test_golden_variants(entry):
     var, name, model, expected = entry
-    # spec/disco.md (parity caution): accuracy variants are checked in float64, the smooth ``prob``
-    # variant in float32 (the default-settings cases above run in both). One precision per variant
-    # keeps the file's compile time down.
-    if (precision == "float32") != (var == "ncc_prob"):
-        pytest.skip("each variant in one precision: acc variants float64, prob float32 (spec)")
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.disco(f, y, **_VARIANTS[var])
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    # Parity caution of the reference: the accuracy variants are checked in float64, the smooth
+    # ``prob`` variant in float32 (the default-settings cases above run in both). One precision
+    # per variant keeps the file's compile time down.
+    with jax.enable_x64(var != "ncc_prob"):
+        _golden.check_parity(tj.disco, (name, model, expected), **_VARIANTS[var])
 
 
 def test_golden_svd_method_float32():

@@ -12,7 +12,7 @@ from tests import _golden
 from tests._tol import GOLDEN_RTOL, PAD_RTOL, rtol
 from transferjax.linalg import pca_scores
 
-# gbc.md: the reference computes in float32; "Suggested tolerance: rtol 1e-4, atol 1e-6" (the
+# The reference computes in float32; "Suggested tolerance: rtol 1e-4, atol 1e-6" (the
 # atol covers scores that underflow towards -0.0). float32 keeps the looser project rtol.
 GBC_RTOL = {jnp.float32: GOLDEN_RTOL[jnp.float32], jnp.float64: 1e-4}
 GBC_ATOL = 1e-6
@@ -22,21 +22,6 @@ VARIANTS = {
     "spherical_pca64": dict(pca_dim=64),
     "diagonal_pca64": dict(gaussian="diagonal", pca_dim=64),
 }
-
-
-def _variant_cases():
-    """``(variant, case, model, expected)`` for every non-null entry of gbc.json's variants."""
-    if not _golden.available():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=_golden.MISSING))]
-    params = []
-    for variant, values in _golden.load_json("gbc.json")["variants"].items():
-        for case, v in values.items():
-            items = v.items() if isinstance(v, dict) else [(None, v)]
-            for model, expected in items:
-                ident = f"{variant}-{case}" + (f"-{model}" if model else "")
-                marks = [pytest.mark.skip(reason="reference gives null")] if expected is None else []
-                params.append(pytest.param((variant, case, model, expected), id=ident, marks=marks))
-    return params
 
 
 def _data(n=120, d=10, c=4, seed=0, sep=0.7):
@@ -49,19 +34,21 @@ def _data(n=120, d=10, c=4, seed=0, sep=0.7):
 
 @pytest.mark.parametrize("case", _golden.cases("gbc.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.gbc(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GBC_RTOL, got.dtype), atol=GBC_ATOL)
+    _golden.check_parity(tj.gbc, case, table=GBC_RTOL, atol=GBC_ATOL)
 
 
-@pytest.mark.parametrize("case", _variant_cases())
+@pytest.mark.parametrize("case", _golden.variant_cases("gbc.json", include_hub=False))
 def test_golden_variants(case, precision):
     variant, name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.gbc(f, y, **VARIANTS[variant])
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GBC_RTOL, got.dtype), atol=GBC_ATOL)
+    _golden.check_parity(
+        tj.gbc, (name, model, expected), table=GBC_RTOL, atol=GBC_ATOL, **VARIANTS[variant]
+    )
+
+
+@pytest.mark.parametrize("variant", _golden.hub_variants("gbc.json"))
+def test_golden_variants_hub(variant, precision):
+    expected = _golden.load_json("gbc.json")["variants"][variant]["hub"]
+    _golden.check_hub("gbc", expected, table=GBC_RTOL, atol=GBC_ATOL, **VARIANTS[variant])
 
 
 @pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])

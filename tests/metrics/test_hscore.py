@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, rtol
 from transferjax.linalg import ledoit_wolf_shrinkage
 from transferjax.stats import between_class_targets
 
@@ -62,20 +61,12 @@ NUMPY = {"hscore": _np_hscore, "shrinkage_hscore": _np_shrinkage_hscore}
 
 @pytest.mark.parametrize("case", _golden.cases("hscore.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_hscore(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.hscore(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.hscore, case)
 
 
 @pytest.mark.parametrize("case", _golden.cases("hscore_reg.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_shrinkage_hscore(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.shrinkage_hscore(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.shrinkage_hscore, case)
 
 
 @BOTH

@@ -6,7 +6,6 @@ import scipy.spatial
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, rtol
 from transferjax.metrics import knn as knn_module
 
 VARIANT = "parc_k3_l2"  # the reference at k = 3 (fractional credit when all 3 votes differ)
@@ -30,33 +29,23 @@ def _numpy_knn(f, y, k):
     return 100.0 * np.mean(credit)
 
 
-def _variant_cases():
-    if not _golden.available():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=_golden.MISSING))]
-    cases = _golden.load_json("knn.json")["variants"][VARIANT]["cases"]
-    return [pytest.param((k, v), id=k) for k, v in cases.items() if not isinstance(v, dict)]
-
-
 # hub: tests/test_golden_hub.py (through score_hub)
 @pytest.mark.parametrize("case", _golden.cases("knn.json", include_hub=False))
 def test_golden_knn(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.knn(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.knn, case)
 
 
-@pytest.mark.parametrize("case", _variant_cases())
+@pytest.mark.parametrize("case", _golden.variant_cases("knn.json", [VARIANT], include_hub=False))
 def test_golden_knn_k3(case):
-    name, expected = case
+    _, name, model, expected = case
+    if name not in TIE_DEPENDENT:
+        _golden.check_parity(tj.knn, (name, model, expected), k=3)
+        return
     f, y, _ = _golden.load_input(name)
     got = float(tj.knn(f, y, k=3))
-    if name in TIE_DEPENDENT:  # one row's credit apart, and equal to the stable-sort baseline
-        assert abs(got - expected) <= 100.0 / len(y) + 1e-4
-        np.testing.assert_allclose(got, _numpy_knn(f, y, 3), rtol=1e-6)
-    else:
-        np.testing.assert_allclose(got, expected, rtol=rtol(GOLDEN_RTOL, jnp.float32))
+    # one row's credit apart, and equal to the stable-sort baseline
+    assert abs(got - expected) <= 100.0 / len(y) + 1e-4
+    np.testing.assert_allclose(got, _numpy_knn(f, y, 3), rtol=1e-6)
 
 
 def test_hand_case_fractional_credit():

@@ -1,5 +1,4 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,7 +6,6 @@ from hypothesis import strategies as st
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, rtol
 
 
 def _data(n=90, z=7, c=3, seed=0):
@@ -32,11 +30,7 @@ def _np_leep(theta, y):
 
 @pytest.mark.parametrize("case", _golden.cases("leep.json"))
 def test_golden(case, precision):
-    name, _, expected = case
-    _, y, data = _golden.load_input(name)
-    got = tj.leep(data["source_probs"], y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.leep, case, inputs=lambda _, y, data: (data["source_probs"], y))
 
 
 def test_matches_numpy_loop():

@@ -20,24 +20,22 @@ def _data(n=120, d=10, c=4, seed=0):
 
 @pytest.mark.parametrize("case", _golden.cases("logme.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_classification(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.logme(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.logme, case)
+
+
+def _float_targets(f, y, _):
+    assert y.dtype.kind == "f"
+    return f, y
 
 
 @pytest.mark.parametrize("case", _golden.cases("logme_reg.json"))
 def test_golden_regression(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    assert y.dtype.kind == "f"
-    got = tj.logme(f, y)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.logme, case, inputs=_float_targets)
 
 
 # one compile per chunk shape instead of one per primitive (test time)
 _feature_stats = jax.jit(tj.feature_stats, static_argnames=("num_classes",))
+_merge_stats = jax.jit(tj.merge_stats)
 
 
 @pytest.mark.parametrize("case", _golden.cases("logme.json", include_hub=False))
@@ -54,7 +52,7 @@ def test_golden_from_stats(case, precision):
     ]
     stats = parts[0]
     for p in parts[1:]:
-        stats = tj.merge_stats(stats, p)
+        stats = _merge_stats(stats, p)
     got = tj.logme(stats=stats)
     # n < d (c3_wide) goes through the d×d Gram here: rank-deficient, so float32 is looser.
     tol = rtol(GOLDEN_RTOL, dt) if f.shape[0] >= f.shape[1] else 2e-3

@@ -1,5 +1,4 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,7 +6,6 @@ from hypothesis import strategies as st
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, rtol
 
 
 def _data(n=90, z=7, c=3, seed=0):
@@ -31,11 +29,7 @@ def _np_nce(z, y):
 
 @pytest.mark.parametrize("case", _golden.cases("nce.json"))
 def test_golden(case, precision):
-    name, _, expected = case
-    _, y, data = _golden.load_input(name)
-    got = tj.nce(np.argmax(data["source_probs"], axis=1), y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.nce, case, inputs=lambda _, y, data: (np.argmax(data["source_probs"], axis=1), y))
 
 
 def test_matches_numpy():

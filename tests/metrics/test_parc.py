@@ -6,7 +6,6 @@ import scipy.stats
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, rtol
 from transferjax.metrics import parc as parc_module
 
 VARIANT = "pca32_full_vsign"  # exact PCA to min(32, n, d), largest loading positive
@@ -35,45 +34,27 @@ def _data(n=40, d=6, c=3, seed=0):
     return f.astype(np.float32), y
 
 
-def _variant_cases():
-    if not _golden.available():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=_golden.MISSING))]
-    cases = _golden.load_json("parc.json")["variants"][VARIANT]["cases"]
-    return [pytest.param((k, cases[k]), id=k) for k in VARIANT_CASES]
-
-
 # hub: tests/test_golden_hub.py (through score_hub)
 @pytest.mark.parametrize("case", _golden.cases("parc.json", include_hub=False))
 def test_golden_parc(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.parc(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.parc, case)
 
 
-@pytest.mark.parametrize("case", _variant_cases())
+@pytest.mark.parametrize(
+    "case", _golden.variant_cases("parc.json", [VARIANT], include_hub=False, only=VARIANT_CASES)
+)
 def test_golden_parc_pca(case):
     # float64 (the reference's exact PCA); float32 is covered by the hub test below
-    name, expected = case
-    f, y, _ = _golden.load_input(name)
+    _, name, model, expected = case
     with jax.enable_x64(True):
-        got = tj.parc(f, y, dims=32)
-        np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+        _golden.check_parity(tj.parc, (name, model, expected), dims=32)
 
 
 @pytest.mark.skipif(not _golden.available(), reason=_golden.MISSING)
 def test_golden_parc_pca_hub():
     # float32, widths 16..200 padded and vmapped; model0 (d = 16 < 32) keeps its 16 components
     expected = _golden.load_json("parc.json")["variants"][VARIANT]["cases"]["hub"]
-    data = np.load(_golden.GOLDEN_DIR / "inputs" / "hub.npz")
-    hub = {m: data[m] for m in expected}
-    scores = tj.score_hub("parc", hub, data["labels"], dims=32, max_buckets=2)
-    for m, v in expected.items():
-        assert scores[m].dtype == jnp.float32
-        np.testing.assert_allclose(
-            float(scores[m]), v, rtol=rtol(GOLDEN_RTOL, jnp.float32), err_msg=m
-        )
+    _golden.check_hub("parc", expected, dims=32)
 
 
 def test_hand_case_perfect_separation():

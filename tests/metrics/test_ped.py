@@ -34,20 +34,13 @@ def _dt(precision):
 
 @pytest.mark.parametrize("case", _golden.cases("ped_logme.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_ped_logme(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.ped_score(f, y, metric="logme")
-    assert got.dtype == _dt(precision)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.ped_score, case, metric="logme")
 
 
 @needs_sfda
 @pytest.mark.parametrize("case", _golden.cases("ped_sfda.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden_ped_sfda(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.ped_score(f, y)  # the reference's default wrapped score is SFDA
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.ped_score, case)  # the reference's default wrapped score is SFDA
 
 
 def test_golden_steps_c1(precision):

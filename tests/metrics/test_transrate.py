@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import transferjax as tj
 from tests import _golden
-from tests._tol import GOLDEN_RTOL, PAD_RTOL, rtol
+from tests._tol import PAD_RTOL, rtol
 from transferjax.linalg import logdet_eye_plus_gram
 from transferjax.stats import class_block, class_grams, sort_by_class
 
@@ -15,20 +15,6 @@ VARIANTS = {
     "official_nc_weighted": dict(class_weight="size"),
     "official_l2norm_rank": dict(class_weight="size", row_normalize=True, rank_normalize=True),
 }
-
-
-def _variant_cases():
-    if not _golden.available():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=_golden.MISSING))]
-    params = []
-    for variant, values in _golden.load_json("transrate.json")["variants"].items():
-        for case, v in values.items():
-            items = v.items() if isinstance(v, dict) else [(None, v)]
-            for model, expected in items:
-                ident = f"{variant}-{case}" + (f"-{model}" if model else "")
-                marks = [pytest.mark.skip(reason="reference gives null")] if expected is None else []
-                params.append(pytest.param((variant, case, model, expected), id=ident, marks=marks))
-    return params
 
 
 def _numpy_transrate(f, y, eps=1e-4, weight="uniform"):
@@ -66,19 +52,19 @@ def _data(n=120, d=10, c=4, seed=0, sep=0.7):
 
 @pytest.mark.parametrize("case", _golden.cases("transrate.json", include_hub=False))  # hub: tests/test_golden_hub.py
 def test_golden(case, precision):
-    name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.transrate(f, y)
-    assert got.dtype == (jnp.float64 if precision == "float64" else jnp.float32)
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.transrate, case)
 
 
-@pytest.mark.parametrize("case", _variant_cases())
+@pytest.mark.parametrize("case", _golden.variant_cases("transrate.json", include_hub=False))
 def test_golden_variants(case, precision):
     variant, name, model, expected = case
-    f, y, _ = _golden.load_input(name, model)
-    got = tj.transrate(f, y, **VARIANTS[variant])
-    np.testing.assert_allclose(float(got), expected, rtol=rtol(GOLDEN_RTOL, got.dtype))
+    _golden.check_parity(tj.transrate, (name, model, expected), **VARIANTS[variant])
+
+
+@pytest.mark.parametrize("variant", _golden.hub_variants("transrate.json"))
+def test_golden_variants_hub(variant, precision):
+    expected = _golden.load_json("transrate.json")["variants"][variant]["hub"]
+    _golden.check_hub("transrate", expected, **VARIANTS[variant])
 
 
 @pytest.mark.parametrize(
