@@ -167,7 +167,6 @@ def test_step_cap_binds_for_large_steps():
     y = np.array([0, 0, 1, 1])
     a = tj.ped(x, y, time_step=2.0, max_steps=1, return_info=True)
     b = tj.ped(x, y, time_step=5.0, max_steps=1, return_info=True)
-    s = np.sqrt(1.25)
     np.testing.assert_allclose(a.displacement[1, 0], 0.2, rtol=1e-5)  # = the overlap
     np.testing.assert_allclose(a.displacement, b.displacement, rtol=1e-6)
 
