@@ -13,7 +13,7 @@ COMMANDS = {  # name: (module, one line)
     "distributed": (".distributed", "streamed LogME statistics, 1 vs 2 processes"),
     "tta": (".bench_tta", "TTA: fixed-transform bound and tta_optimize steps"),
     "realhub": (".realhub.run", "rank 6 real checkpoints vs transfer accuracies"),
-    "realhub-layers": (".realhub.layers", "every layer of the 6 checkpoints: which model, which layer"),
+    "realhub-layers": (".realhub.layers", "every tap of the 6 checkpoints: model and layer"),
     "example-hub": (".example_hub", "regenerate transferjax/data's example hub"),
 }
 

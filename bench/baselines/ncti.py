@@ -70,15 +70,19 @@ def _softmax(a):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _lda_svd(z, y, c, divisor):
-    n, k = z.shape
+def _class_moments(z, y, c):
+    """Counts, priors, class means, the prior-weighted grand mean and the class residuals."""
     counts = np.bincount(y, minlength=c).astype(np.float64)
-    priors = counts / n
-    means = np.zeros((c, k))
+    priors = counts / z.shape[0]
+    means = np.zeros((c, z.shape[1]))
     np.add.at(means, y, z)
     means /= counts[:, None]
-    zbar = priors @ means
-    r = z - means[y]
+    return counts, priors, means, priors @ means, z - means[y]
+
+
+def _lda_svd(z, y, c, divisor):
+    n, k = z.shape
+    counts, priors, means, zbar, r = _class_moments(z, y, c)
     std = r.std(axis=0)
     std[std == 0] = 1.0
     _, s, vt = np.linalg.svd(np.sqrt(1.0 / divisor) * (r / std), full_matrices=False)
@@ -96,13 +100,7 @@ def _lda_svd(z, y, c, divisor):
 
 def _lda_eigen(z, y, c, shrink):
     n, k = z.shape
-    counts = np.bincount(y, minlength=c).astype(np.float64)
-    priors = counts / n
-    means = np.zeros((c, k))
-    np.add.at(means, y, z)
-    means /= counts[:, None]
-    zbar = priors @ means
-    r = z - means[y]
+    counts, priors, means, zbar, r = _class_moments(z, y, c)
     within = r.T @ r / n
     dev = means - zbar
     between = (dev.T * priors) @ dev

@@ -50,7 +50,7 @@ from .targets import (
     split_target,
     taps_for,
 )
-from .truths import _fit_logreg
+from .truths import _fit_logreg, _standardise
 
 HERE = Path(__file__).resolve().parent
 SIZES = (1000, 250, 500)  # train / validation / test images per target
@@ -129,12 +129,6 @@ def _probe_bucket(xtr, ytr, xva, yva, xte, yte, penalties, *, num_classes):
     return jax.lax.map(lambda a: one(*a), (xtr, xva, xte))
 
 
-def _standardise(train, *others):
-    mu, sd = train.mean(0), train.std(0)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    return [((a - mu) / sd).astype(np.float32) for a in (train, *others)]
-
-
 def _buckets(widths: dict) -> list[list]:
     """Candidates grouped by padded width (<= 128, <= 512, the rest): 3 compiles per target."""
     groups: dict = {}
@@ -153,7 +147,7 @@ def probe_all(feats_t, labels_t, num_classes):
         dmax = max(widths[c] for c in group)
         parts = {p: [] for p in ("train", "val", "test")}
         for c in group:
-            std = _standardise(*(cands[c][p] for p in parts))
+            std = [a.astype(np.float32) for a in _standardise(*(cands[c][p] for p in parts))]
             for p, a in zip(parts, std):
                 parts[p].append(np.pad(a, ((0, 0), (0, dmax - a.shape[1]))))
         acc = _probe_bucket(
