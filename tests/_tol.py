@@ -1,4 +1,4 @@
-"""Tolerances, in one place (STYLE.md 4.10)."""
+"""Tolerances, in one place: every parity test reads its rtol/atol from here."""
 
 import jax.numpy as jnp
 
