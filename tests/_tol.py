@@ -1,4 +1,4 @@
-"""Tolerances, in one place: every parity test reads its rtol/atol from here."""
+"""The parity tests' tolerances, in one place."""
 
 import jax.numpy as jnp
 
